@@ -1,0 +1,3 @@
+from cnnlab.cli import entry_point
+
+entry_point()

@@ -1,0 +1,132 @@
+"""``cnnlab <verb> ...``: the command line. Imports nothing heavy until a config has been validated."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+from omegaconf import DictConfig
+
+from cnnlab.errors import CnnlabError, ConfigError
+
+USAGE = """\
+usage: cnnlab <command> [arguments]
+
+commands:
+  train [overrides]          train and test a model; everything after `train` is Hydra's command line
+                             (key=value overrides, group=option, -m for sweeps, --cfg job, --help)
+  eval ckpt_path=<file.ckpt> [overrides]
+                             re-test a checkpoint of a finished run with the run's saved config
+
+examples:
+  cnnlab train
+  cnnlab train experiment=lenet5_mnist data.root=../shared/data
+  cnnlab train -m optimizer.lr=0.01,0.1 model=mlp model.depth=1,2,4
+  cnnlab eval ckpt_path=outputs/2026-01-01/12-00-00_123/checkpoints/last.ckpt
+  cnnlab train --help           (config groups and their options)
+"""
+
+log = logging.getLogger("cnnlab")
+
+
+def _full_errors() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _report(verb: str, err: BaseException) -> None:
+    if _full_errors():
+        traceback.print_exception(err)
+    message = err.user_message if isinstance(err, CnnlabError) else f"{type(err).__name__}: {err}"
+    print(f"cnnlab {verb}: error: {message}", file=sys.stderr)
+
+
+class _TrainTask:
+    """Hydra's task function for ``cnnlab train``; keeps count of failed runs so a sweep can finish first."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def __call__(self, cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        overrides = list(hydra_cfg.overrides.task)
+        try:
+            from cnnlab.run import train  # torch and Lightning load here, after the config is known to be valid
+
+            results = train(cfg, run_dir, overrides)
+            log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
+                     results.get("test/acc_top5", "n/a"), results.get("epochs", 0), results.get("train_time_s", 0))
+        except (Exception, KeyboardInterrupt) as err:
+            self.failed.append(str(run_dir))
+            if not isinstance(err, CnnlabError):
+                log.exception("Unexpected error; the full traceback is above and in %s", run_dir)
+            _report("train", err)
+            if hydra_cfg.mode != RunMode.MULTIRUN:
+                print(run_dir)
+                raise SystemExit(1) from None
+        print(run_dir)
+
+
+def _train(args: Sequence[str]) -> int:
+    import hydra
+
+    from cnnlab.config import builtin_config_dir, check_command_line
+    from cnnlab.config.compose import CONFIG_NAME, HYDRA_VERSION_BASE, register
+
+    check_command_line(args)
+    register()
+    task = _TrainTask()
+    sys.argv = ["cnnlab train", *args]
+    hydra.main(config_path=str(builtin_config_dir()), config_name=CONFIG_NAME, version_base=HYDRA_VERSION_BASE)(task)()
+    if task.failed:
+        print(f"cnnlab train: {len(task.failed)} run(s) failed: {', '.join(task.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _eval(args: Sequence[str]) -> int:
+    paths = [a.split("=", 1)[1] for a in args if a.startswith("ckpt_path=")]
+    if len(paths) != 1 or any(a in ("-h", "--help") for a in args):
+        if not any(a in ("-h", "--help") for a in args):
+            raise ConfigError("cnnlab eval needs exactly one ckpt_path=<run_dir>/checkpoints/<file>.ckpt.")
+        print(USAGE)
+        return 0
+    from cnnlab.run import evaluate
+
+    result = evaluate(paths[0], [a for a in args if not a.startswith("ckpt_path=")])
+    for key, value in result.items():
+        print(f"{key:>16}  {value}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"train": _train, "eval": _eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    verb, rest = args[0], args[1:]
+    if verb not in COMMANDS:
+        print(f"cnnlab: unknown command '{verb}'. Commands: {', '.join(COMMANDS)}.\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[verb](rest)
+    except ConfigError as err:
+        _report(verb, err)
+        return 2
+    except CnnlabError as err:
+        _report(verb, err)
+        return 1
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Typed schemas for the config groups whose keys are the same for every option.
+
+Each YAML in ``conf/<group>/`` names its schema first in its defaults list, so Hydra rejects unknown keys and
+values of the wrong type while composing — before torch or Lightning is imported. Groups whose keys differ
+per option (``model``, ``augmentation``) or that carry ``_target_`` (``callbacks``, ``logger``) stay open and
+are checked by their builders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: Optional[str] = MISSING  # null: the dataset ships inside a package (digits)
+    download: bool = True
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None  # null: same as batch_size
+    num_workers: int = 0
+    val_split: float = 0.1  # fraction of the training split held out for validation
+    num_classes: Optional[int] = None  # null: counted from the class folders (folder datasets)
+    channels: int = 3
+    image_size: int = 32
+    mean: List[float] = field(default_factory=lambda: [0.5])
+    std: List[float] = field(default_factory=lambda: [0.5])
+
+
+@dataclass
+class FolderDataConfig(DataConfig):
+    """Datasets stored as ``root/<split>/<class>/<image>`` (torchvision's ImageFolder layout)."""
+
+    train_dir: str = "train"
+    test_dir: str = "val"
+
+
+@dataclass
+class SGDConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0  # L2 penalty
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+
+
+@dataclass
+class RMSpropConfig:
+    name: str = "rmsprop"
+    lr: float = 1e-2
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"
+    interval: str = "epoch"  # "epoch" or "step": the unit of every count below
+    warmup: int = 0  # linear warm-up length, in `interval` units
+    warmup_start_factor: float = 0.01
+
+
+@dataclass
+class StepSchedulerConfig(SchedulerConfig):
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+@dataclass
+class MultiStepSchedulerConfig(SchedulerConfig):
+    milestones: List[int] = field(default_factory=lambda: [30, 60])
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineSchedulerConfig(SchedulerConfig):
+    t_max: Optional[int] = None  # null: the whole run (trainer.max_epochs, or max_steps for interval=step)
+    eta_min: float = 0.0
+
+
+@dataclass
+class OneCycleSchedulerConfig(SchedulerConfig):
+    max_lr: Optional[float] = None  # null: optimizer.lr
+    pct_start: float = 0.3
+    anneal_strategy: str = "cos"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+
+@dataclass
+class PlateauSchedulerConfig(SchedulerConfig):
+    monitor: str = "val/loss"
+    mode: str = "min"
+    factor: float = 0.1
+    patience: int = 5
+    min_lr: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    name: str = "cross_entropy"  # or "mse": squared error against one-hot targets
+    label_smoothing: float = 0.0
+    l1: float = 0.0  # coefficient of the L1 penalty on the weights, added to the loss
+
+
+@dataclass
+class TrainerConfig:
+    """The Lightning ``Trainer`` arguments cnnlab exposes; null means Lightning's default."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: Any = "32-true"
+    max_epochs: int = 10
+    max_steps: int = -1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: str = "norm"
+    accumulate_grad_batches: int = 1
+    deterministic: Any = False
+    benchmark: Optional[bool] = None
+    log_every_n_steps: int = 50
+    check_val_every_n_epoch: int = 1
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    num_sanity_val_steps: Optional[int] = None
+    enable_model_summary: bool = True
+
+
+SCHEMAS = {
+    "data": {"base": DataConfig, "folder": FolderDataConfig},
+    "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "rmsprop": RMSpropConfig},
+    "scheduler": {
+        "none": SchedulerConfig,
+        "step": StepSchedulerConfig,
+        "multistep": MultiStepSchedulerConfig,
+        "cosine": CosineSchedulerConfig,
+        "onecycle": OneCycleSchedulerConfig,
+        "plateau": PlateauSchedulerConfig,
+    },
+    "loss": {"base": LossConfig},
+    "trainer": {"base": TrainerConfig},
+}
+
+
+def register_schemas() -> None:
+    """Store every schema as ``schema/<group>/<name>`` for the YAMLs' defaults lists to extend."""
+    store = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=node)

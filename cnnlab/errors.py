@@ -1,0 +1,32 @@
+"""Errors a user can fix. The CLI prints their message as one paragraph, without a traceback."""
+
+from __future__ import annotations
+
+
+class CnnlabError(Exception):
+    """Base class: the message says what went wrong and what to do about it."""
+
+    @property
+    def user_message(self) -> str:
+        text = str(self)
+        # A DataLoader worker re-raises our error with its own traceback text prepended; keep our sentence only.
+        marker = f"{type(self).__name__}: "
+        if "Original Traceback" in text and marker in text:
+            text = text.rsplit(marker, 1)[1]
+        return " ".join(text.split())
+
+
+class ConfigError(CnnlabError):
+    """The composed configuration is invalid (unknown option or key, wrong type, impossible value)."""
+
+
+class DatasetNotFoundError(CnnlabError):
+    """The dataset's files are not where the config says and could not be downloaded."""
+
+
+class CorruptImageError(CnnlabError):
+    """An image file in a folder dataset cannot be decoded."""
+
+
+class TrainingDivergedError(CnnlabError):
+    """The training loss became NaN or infinite."""

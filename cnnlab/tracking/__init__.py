@@ -1,0 +1,1 @@
+"""Experiment tracking: loggers (W&B with an offline fallback) and provenance."""

@@ -1,0 +1,73 @@
+"""Optimizers and learning-rate schedules from their configs, in Lightning's ``configure_optimizers`` format."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch.optim import lr_scheduler
+
+from cnnlab.errors import ConfigError
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], config: Mapping[str, Any]) -> torch.optim.Optimizer:
+    options = dict(config)
+    name = options.pop("name")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"Unknown optimizer '{name}'. Valid optimizers: {', '.join(OPTIMIZERS)}.")
+    if "betas" in options:
+        options["betas"] = tuple(options["betas"])
+    return OPTIMIZERS[name](params, **options)
+
+
+def _main_schedule(
+    optimizer: torch.optim.Optimizer, config: Mapping[str, Any], total: int
+) -> lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau | None:
+    name = config["name"]
+    if name == "none":
+        return None
+    if name == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=config["step_size"], gamma=config["gamma"])
+    if name == "multistep":
+        return lr_scheduler.MultiStepLR(optimizer, milestones=list(config["milestones"]), gamma=config["gamma"])
+    if name == "cosine":
+        t_max = config["t_max"] or max(total - config["warmup"], 1)
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=config["eta_min"])
+    if name == "onecycle":
+        return lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config["max_lr"] or optimizer.param_groups[0]["lr"], total_steps=total,
+            pct_start=config["pct_start"], anneal_strategy=config["anneal_strategy"],
+            div_factor=config["div_factor"], final_div_factor=config["final_div_factor"],
+        )
+    if name == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=config["mode"], factor=config["factor"], patience=config["patience"],
+            min_lr=config["min_lr"],
+        )
+    raise ConfigError(
+        f"Unknown scheduler '{name}'. Valid schedulers: none, step, multistep, cosine, onecycle, plateau."
+    )
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, config: Mapping[str, Any], total: int
+) -> dict[str, Any] | None:
+    """Lightning's lr-scheduler dict for ``config``; ``total`` is the run length in ``config['interval']`` units."""
+    interval, warmup = config["interval"], config["warmup"]
+    schedule = _main_schedule(optimizer, config, total)
+    if warmup:
+        ramp = lr_scheduler.LinearLR(optimizer, start_factor=config["warmup_start_factor"], total_iters=warmup)
+        schedule = ramp if schedule is None else lr_scheduler.SequentialLR(optimizer, [ramp, schedule], [warmup])
+    if schedule is None:
+        return None
+    entry: dict[str, Any] = {"scheduler": schedule, "interval": interval}
+    if config["name"] == "plateau":
+        entry["monitor"] = config["monitor"]
+    return entry
