@@ -40,8 +40,21 @@ def _full_errors() -> bool:
 def _report(verb: str, err: BaseException) -> None:
     if _full_errors():
         traceback.print_exception(err)
-    message = err.user_message if isinstance(err, CnnlabError) else f"{type(err).__name__}: {err}"
+    if isinstance(err, CnnlabError):
+        message = err.user_message
+    else:
+        message = (f"{type(err).__name__}: {' '.join(str(err).split())} (unexpected: the traceback is in the run's "
+                   f"train.log; set HYDRA_FULL_ERROR=1 to print it)")
     print(f"cnnlab {verb}: error: {message}", file=sys.stderr)
+
+
+def _log_traceback_to_file(err: BaseException) -> None:
+    """Keep an unexpected error's traceback in the run's log file only: the console gets one paragraph."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "Unexpected error", None,
+                            (type(err), err, err.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 class _TrainTask:
@@ -66,7 +79,7 @@ class _TrainTask:
         except (Exception, KeyboardInterrupt) as err:
             self.failed.append(str(run_dir))
             if not isinstance(err, CnnlabError):
-                log.exception("Unexpected error; the full traceback is above and in %s", run_dir)
+                _log_traceback_to_file(err)
             _report("train", err)
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 print(run_dir)

@@ -61,6 +61,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
     record.update(git=git_commit())
     history = EpochHistory()
     loggers: list = []
+    checkpoints: dict[str, str] = {}
     failed = True
     try:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -82,7 +83,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
         started = time.perf_counter()
         trainer.fit(classifier, datamodule=datamodule)
         record.update(train_time_s=round(time.perf_counter() - started, 3), epochs=len(history.rows))
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        saver = trainer.checkpoint_callback
+        best = saver.best_model_path if saver else ""
+        checkpoints = {alias: path for alias, path in (("best", best), ("last", saver.last_model_path if saver else ""))
+                       if path}
         tested = trainer.test(classifier, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
         record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc")})
         record.complete({k: v for k, v in tested.items() if k.startswith("test/")})
@@ -93,7 +97,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
         record.fail(getattr(err, "user_message", None) or f"{type(err).__name__}: {err}")
         raise
     finally:
-        for command in finish_wandb(loggers, failed):
+        for command in finish_wandb(loggers, failed, checkpoints):
             log.info("W&B run saved offline; upload it with: %s", command)
             record.update(wandb_sync=command)
         record.write()

@@ -25,9 +25,15 @@ def build_loggers(logger_cfg: DictConfig, run_name: str) -> list[Logger]:
             continue
         if conf.get("_target_") in WANDB_TARGETS:
             reason = offline_reason(bool(conf.get("offline", False)))
-            if reason:
-                log.info("W&B logs offline: %s.", reason)
-            loggers.append(instantiate(conf, offline=reason is not None, name=run_name))
+            if reason is None:
+                loggers.append(instantiate(conf, offline=False, name=run_name))
+                continue
+            log.info("W&B logs offline: %s.", reason)
+            # Lightning refuses log_model offline, but W&B stores artifacts offline and uploads them on sync:
+            # finish_wandb logs the checkpoints itself.
+            logger = instantiate(conf, offline=True, log_model=False, name=run_name)
+            logger.cnnlab_log_model = bool(conf.get("log_model", False))
+            loggers.append(logger)
         else:
             loggers.append(instantiate(conf))
     return loggers
@@ -38,15 +44,30 @@ def log_run_config(loggers: list[Logger], config: Mapping[str, Any]) -> None:
         logger.log_hyperparams(dict(config))
 
 
-def finish_wandb(loggers: list[Logger], failed: bool) -> list[str]:
-    """End the W&B runs (marking failed ones as failed) and return the ``wandb sync`` commands for offline ones."""
+def _log_checkpoints(run: Any, checkpoints: dict[str, str]) -> None:
+    import wandb
+
+    artifact = wandb.Artifact(f"model-{run.id}", type="model")
+    for alias, path in checkpoints.items():
+        artifact.add_file(path, name=f"{alias}.ckpt")
+    run.log_artifact(artifact, aliases=list(checkpoints))
+
+
+def finish_wandb(loggers: list[Logger], failed: bool, checkpoints: dict[str, str]) -> list[str]:
+    """End the W&B runs (failed runs finish as failed) and return the ``wandb sync`` command of each offline one.
+
+    ``checkpoints`` maps aliases ("best", "last") to files, uploaded as a model artifact by offline runs.
+    """
     commands = []
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            run = logger.experiment
-            offline = run.settings.mode == "offline" if hasattr(run, "settings") else False
-            run_dir = run.dir
-            run.finish(exit_code=1 if failed else 0)
-            if offline:
-                commands.append(f"wandb sync {Path(run_dir).parent}")
+        if not isinstance(logger, WandbLogger) or logger._experiment is None:
+            continue
+        run = logger.experiment
+        if getattr(logger, "cnnlab_log_model", False) and checkpoints:
+            _log_checkpoints(run, checkpoints)
+        offline = bool(getattr(run, "offline", False)) or run.settings.mode == "offline"
+        run_dir = Path(run.dir).parent
+        run.finish(exit_code=1 if failed else 0)
+        if offline:
+            commands.append(f"wandb sync {run_dir}")
     return commands
