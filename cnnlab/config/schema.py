@@ -1,6 +1,6 @@
 """Typed schemas for the config groups whose keys are the same for every option.
 
-Each YAML in ``conf/<group>/`` names its schema first in its defaults list, so Hydra rejects unknown keys and
+Each YAML in ``conf/<group>/`` names its schema (``/<group>_<name>_schema``) first in its defaults list, so Hydra rejects unknown keys and
 values of the wrong type while composing — before torch or Lightning is imported. Groups whose keys differ
 per option (``model``, ``augmentation``) or that carry ``_target_`` (``callbacks``, ``logger``) stay open and
 are checked by their builders.
@@ -162,9 +162,16 @@ SCHEMAS = {
 }
 
 
+def schema_name(group: str, name: str) -> str:
+    return f"{group}_{name}_schema"
+
+
 def register_schemas() -> None:
-    """Store every schema as ``schema/<group>/<name>`` for the YAMLs' defaults lists to extend."""
+    """Store every schema as the root-level config ``<group>_<name>_schema`` for the YAMLs' defaults to extend.
+
+    Root-level rather than in a group of their own, so they are not offered as options in ``--help``.
+    """
     store = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
-            store.store(group=f"schema/{group}", name=name, node=node)
+            store.store(name=schema_name(group, name), node=node)
