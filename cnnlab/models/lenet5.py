@@ -1,16 +1,24 @@
 """LeNet-5 — Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, "Gradient-Based Learning Applied to Document
 Recognition", Proc. IEEE 86(11), 1998.
 
-No library ships LeNet-5, so it is written here. ``modern`` is the form most courses teach today: ReLU,
-max-pooling, a fully connected C3 and a linear output layer (61,706 parameters for 1 channel and 10 classes).
+No library ships LeNet-5, so it is written here, in two variants:
+
+* ``classic`` — the paper's network: scaled tanh, trainable subsampling (S2, S4: one coefficient and one bias per
+  map), C3 connected to S2 through the paper's Table I, C5, F6 and an RBF output layer (or a linear one).
+  Parameters: C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164; 60,840 in all with the RBF output,
+  60,850 with a linear one.
+* ``modern`` — the form most courses teach today: ReLU, max-pooling, a fully connected C3 and a linear output
+  (61,706 parameters for 1 channel and 10 classes).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from cnnlab.errors import ConfigError
+from cnnlab.models.layers import ScaledTanh
 
 RETINA = 32  # LeNet-5's input plane; the paper pads 28x28 MNIST digits to it.
 
@@ -72,15 +80,82 @@ class ModernLeNet5(nn.Module):
         return self.classifier(self.features(self.retina(x)))
 
 
-VARIANTS = {"modern": ModernLeNet5}
+# Table I of the paper: the S2 maps each C3 map reads.
+C3_INPUTS = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
+
+
+class Subsampling(nn.Module):
+    """The paper's S2/S4: the sum of each 2x2 block, times a trainable coefficient, plus a trainable bias, per map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.coefficient = nn.Parameter(torch.full((channels, 1, 1), 0.25))
+        self.bias = nn.Parameter(torch.zeros(channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, 2) * 4 * self.coefficient + self.bias
+
+
+class PartiallyConnectedConv(nn.Module):
+    """C3: each output map convolves only the input maps the connection table lists for it."""
+
+    def __init__(self, table: tuple[tuple[int, ...], ...], kernel_size: int) -> None:
+        super().__init__()
+        self.table = table
+        self.maps = nn.ModuleList(nn.Conv2d(len(inputs), 1, kernel_size) for inputs in table)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([conv(x[:, list(inputs)]) for conv, inputs in zip(self.maps, self.table)], dim=1)
+
+
+class RBFOutput(nn.Module):
+    """Euclidean radial basis units: the score of class i is minus the squared distance of the input to its
+    centre. The paper fixes the centres to stylised 7x12 bitmaps of the characters; here they are fixed random
+    ±1 codes, which play the same role (parameters that are counted but not trained)."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        codes = torch.randint(0, 2, (num_classes, in_features), generator=torch.Generator().manual_seed(0)) * 2 - 1
+        self.centres = nn.Parameter(codes.float(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -torch.cdist(x, self.centres).pow(2)
+
+
+class ClassicLeNet5(nn.Module):
+    """C1 → S2 → C3 (Table I) → S4 → C5 → F6 → RBF (or linear) output, with the scaled tanh throughout."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 32, output: str = "rbf"):
+        super().__init__()
+        if output not in ("rbf", "linear"):
+            raise ConfigError(f"model.output must be 'rbf' (the paper's) or 'linear', got '{output}'.")
+        self.retina = Retina(image_size)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5), ScaledTanh(),  # C1
+            Subsampling(6), ScaledTanh(),  # S2
+            PartiallyConnectedConv(C3_INPUTS, 5), ScaledTanh(),  # C3
+            Subsampling(16), ScaledTanh(),  # S4
+            nn.Conv2d(16, 120, 5), ScaledTanh(),  # C5
+        )
+        self.f6 = nn.Sequential(nn.Flatten(), nn.Linear(120, 84), ScaledTanh())
+        self.output = RBFOutput(84, num_classes) if output == "rbf" else nn.Linear(84, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.f6(self.features(self.retina(x))))
 
 
 def lenet5(
     *, in_channels: int, num_classes: int, image_size: int, variant: str = "modern", dropout: float = 0.0,
-    batch_norm: bool = False,
+    batch_norm: bool = False, output: str = "rbf",
 ) -> nn.Module:
-    if variant not in VARIANTS:
-        raise ConfigError(
-            f"Unknown LeNet-5 variant '{variant}'. Valid variants: {', '.join(VARIANTS)}. Set model.variant."
-        )
-    return VARIANTS[variant](in_channels, num_classes, image_size, dropout, batch_norm)
+    """``variant``: ``modern`` (uses ``dropout``, ``batch_norm``) or ``classic`` (uses ``output``: rbf or linear)."""
+    if variant == "modern":
+        return ModernLeNet5(in_channels, num_classes, image_size, dropout, batch_norm)
+    if variant == "classic":
+        return ClassicLeNet5(in_channels, num_classes, image_size, output)
+    raise ConfigError(f"Unknown LeNet-5 variant '{variant}'. Valid variants: modern, classic. Set model.variant.")
