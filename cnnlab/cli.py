@@ -21,12 +21,14 @@ commands:
                              (key=value overrides, group=option, -m for sweeps, --cfg job, --help)
   eval ckpt_path=<file.ckpt> [overrides]
                              re-test a checkpoint of a finished run with the run's saved config
+  summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
 
 examples:
   cnnlab train
   cnnlab train experiment=lenet5_mnist data.root=../shared/data
   cnnlab train -m optimizer.lr=0.01,0.1 model=mlp model.depth=1,2,4
   cnnlab eval ckpt_path=outputs/2026-01-01/12-00-00_123/checkpoints/last.ckpt
+  cnnlab summary experiment=lecun1989_net5
   cnnlab train --help           (config groups and their options)
 """
 
@@ -119,7 +121,23 @@ def _eval(args: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"train": _train, "eval": _eval}
+def _summary(args: Sequence[str]) -> int:
+    from hydra._internal.utils import get_args_parser  # Hydra's parser, so --config-dir reads as in `train`
+
+    from cnnlab.config import compose_config
+
+    ns = get_args_parser().parse_args(list(args))
+    cfg = compose_config(ns.overrides, config_dir=ns.config_dir)
+    from cnnlab.models import build_model
+    from cnnlab.summary import summarize
+
+    net = build_model(cfg)
+    print(f"{cfg.model.name} on {cfg.data.name} ({cfg.data.num_classes} classes)")
+    print(summarize(net, (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)).table())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"train": _train, "eval": _eval, "summary": _summary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         _report(verb, err)
         return 2
-    except CnnlabError as err:
+    except (CnnlabError, Exception) as err:
         _report(verb, err)
         return 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 # already print every record (and write it to the run's log file), that would print each line twice.
 if logging.getLogger().hasHandlers():
     logging.getLogger("lightning").handlers.clear()
+# Lightning 2.6 calls a torch.utils._pytree API that newer torch deprecates, once per batch: noise for users.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def build_classifier(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifier:

@@ -29,6 +29,9 @@ class DataConfig:
     image_size: int = 32
     mean: List[float] = field(default_factory=lambda: [0.5])
     std: List[float] = field(default_factory=lambda: [0.5])
+    # A fixed subset: the first N images of each class, in the dataset's order (null: all of them).
+    train_per_class: Optional[int] = None
+    test_per_class: Optional[int] = None
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.sources import load_splits, source
+from cnnlab.data.sources import first_per_class, load_splits, source
 from cnnlab.data.transforms import build_transform
 
 
@@ -62,12 +62,17 @@ class ImageDataModule(pl.LightningDataModule):
         splits = load_splits(self.spec, download=False)
         train_tf = build_transform(self.spec, self.source, self.augmentation)
         eval_tf = build_transform(self.spec, self.source, None)
-        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, round(self.spec["val_split"] * len(order)))
-        self.train_set = TransformedSubset(splits.train, order[n_val:], train_tf)
-        self.val_set = TransformedSubset(splits.train, order[:n_val], eval_tf)
-        self.test_set = TransformedSubset(splits.test, None, eval_tf)
+        pool = self._subset(splits.train, "train_per_class") or list(range(len(splits.train)))
+        shuffled = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = max(1, round(self.spec["val_split"] * len(pool)))
+        self.train_set = TransformedSubset(splits.train, [pool[i] for i in shuffled[n_val:]], train_tf)
+        self.val_set = TransformedSubset(splits.train, [pool[i] for i in shuffled[:n_val]], eval_tf)
+        self.test_set = TransformedSubset(splits.test, self._subset(splits.test, "test_per_class"), eval_tf)
         self.classes = splits.classes
+
+    def _subset(self, dataset: Dataset, key: str) -> list[int] | None:
+        per_class = self.spec.get(key)
+        return first_per_class(dataset, per_class) if per_class else None
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         workers = self.spec["num_workers"]

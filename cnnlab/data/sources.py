@@ -127,6 +127,20 @@ SOURCES: dict[str, Source] = {
 }
 
 
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """Every label of a dataset, without decoding its images."""
+    for attribute in ("targets", "labels"):  # torchvision's MNIST/CIFAR/ImageFolder, SVHN and TensorImages
+        if hasattr(dataset, attribute):
+            return torch.as_tensor(getattr(dataset, attribute))
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+
+
+def first_per_class(dataset: Dataset, per_class: int) -> list[int]:
+    """The indices of the first ``per_class`` images of each class, in dataset order."""
+    labels = labels_of(dataset)
+    return sorted(i for c in labels.unique().tolist() for i in (labels == c).nonzero().flatten()[:per_class].tolist())
+
+
 def source(name: str) -> Source:
     if name not in SOURCES:
         raise ConfigError(f"Unknown dataset '{name}'. Valid datasets: {', '.join(SOURCES)}. Set data.name.")

@@ -1,33 +1,46 @@
 """The model zoo: a name → builder registry of plain ``nn.Module``s.
 
 Every builder takes ``in_channels``, ``num_classes`` and ``image_size`` (filled from the data config) plus
-its own keyword options (the keys of ``conf/model/<name>.yaml``).
+its own keyword options (the keys of ``conf/model/<name>.yaml``). Two options work for every model:
+``weights`` (a torchvision weights name or a checkpoint file to start from) and ``freeze`` (names of the parts
+whose parameters stay fixed, e.g. ``[features]`` to train only a VGG's classifier).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnlab.errors import ConfigError
+from cnnlab.models.cifar_resnet import plain_cifar, resnet_cifar
+from cnnlab.models.lecun1989 import lecun1989
 from cnnlab.models.lenet5 import lenet5
 from cnnlab.models.mlp import linear, mlp
-from cnnlab.models.torchvision_models import resnet
+from cnnlab.models.torchvision_models import alexnet, googlenet, inception_v3, resnet, vgg
+from cnnlab.models.weights import freeze, load_weights
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "linear": linear,
     "mlp": mlp,
+    "lecun1989": lecun1989,
     "lenet5": lenet5,
+    "alexnet": alexnet,
+    "vgg": vgg,
+    "googlenet": googlenet,
+    "inception_v3": inception_v3,
     "resnet": resnet,
+    "resnet_cifar": resnet_cifar,
+    "plain_cifar": plain_cifar,
 }
 
 _INPUT_KEYS = ("in_channels", "num_classes", "image_size")
 
 
-def create_model(name: str, *, in_channels: int, num_classes: int, image_size: int, **options: Any) -> nn.Module:
+def create_model(name: str, *, in_channels: int, num_classes: int, image_size: int, weights: str | None = None,
+                 freeze_parts: Sequence[str] = (), **options: Any) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(f"Unknown model '{name}'. Valid models: {', '.join(sorted(MODELS))}.")
     builder = MODELS[name]
@@ -36,9 +49,14 @@ def create_model(name: str, *, in_channels: int, num_classes: int, image_size: i
     if unknown:
         raise ConfigError(
             f"Model '{name}' has no option {', '.join('model.' + k for k in unknown)}. "
-            f"Its options are: {', '.join('model.' + k for k in accepted) or 'none'}."
+            f"Its options are: {', '.join('model.' + k for k in [*accepted, 'weights', 'freeze'])}."
         )
-    return builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+    net = builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+    if weights:
+        load_weights(net, weights)
+    if freeze_parts:
+        freeze(net, freeze_parts)
+    return net
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
@@ -46,6 +64,7 @@ def build_model(cfg: DictConfig) -> nn.Module:
     options = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(options, dict)
     name = options.pop("name")
+    freeze_parts = options.pop("freeze", None) or ()
     if cfg.data.num_classes is None:
         raise ConfigError(
             "data.num_classes is not known yet: it is counted from the class folders when the data module is "
@@ -53,7 +72,7 @@ def build_model(cfg: DictConfig) -> nn.Module:
         )
     return create_model(
         name, in_channels=cfg.data.channels, num_classes=cfg.data.num_classes, image_size=cfg.data.image_size,
-        **options,
+        freeze_parts=freeze_parts, **options,
     )
 
 

@@ -50,10 +50,19 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
-        logits = self(images)
-        loss = self.criterion(logits, labels)
+        output = self(images)
+        if isinstance(output, tuple):
+            # GoogLeNet / Inception-v3 in training: (logits, auxiliary classifiers' logits...), weighted as in
+            # their papers.
+            logits, *auxiliary = output
+            loss = self.criterion(logits, labels) + getattr(self.model, "aux_loss_weight", 0.0) * sum(
+                self.criterion(aux, labels) for aux in auxiliary if aux is not None)
+        else:
+            logits = output
+            loss = self.criterion(logits, labels)
         if self.l1:
             loss = loss + self.l1 * l1_penalty(self.model)
         self.train_metrics.update(logits, labels)
@@ -75,7 +84,9 @@ class ImageClassifier(pl.LightningModule):
         self._evaluate(batch, self.test_metrics, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        # Frozen layers (model.freeze) are left out, so weight decay does not shrink them either.
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(trainable, self.hparams.optimizer)
         schedule = self.hparams.scheduler
         total = self.trainer.max_epochs if schedule["interval"] == "epoch" else self.trainer.estimated_stepping_batches
         lr_scheduler = build_schedule(optimizer, schedule, int(total))
