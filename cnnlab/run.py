@@ -22,7 +22,7 @@ from cnnlab.record import CURVES_FILE, RunRecord, plot_curves
 from cnnlab.tracking.loggers import build_loggers, finish_wandb, log_run_config
 from cnnlab.tracking.provenance import git_commit
 from cnnlab.training import ImageClassifier
-from cnnlab.training.callbacks import DivergenceGuard, EpochHistory, StoreRunConfig
+from cnnlab.training.callbacks import DivergenceGuard, EpochHistory, StoreRunConfig, TrainThroughput
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
     record = RunRecord(run_dir, overrides)
     record.update(git=git_commit())
     history = EpochHistory()
+    throughput = TrainThroughput()
     loggers: list = []
     checkpoints: dict[str, str] = {}
     failed = True
@@ -80,12 +81,13 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
         trainer = pl.Trainer(
             **_trainer_options(cfg),
             logger=loggers or False,
-            callbacks=[*callbacks, DivergenceGuard(), history, StoreRunConfig(resolved)],
+            callbacks=[*callbacks, DivergenceGuard(), history, throughput, StoreRunConfig(resolved)],
             default_root_dir=str(run_dir),
         )
         started = time.perf_counter()
         trainer.fit(classifier, datamodule=datamodule)
-        record.update(train_time_s=round(time.perf_counter() - started, 3), epochs=len(history.rows))
+        record.update(train_time_s=round(time.perf_counter() - started, 3), epochs=len(history.rows),
+                      train_images_per_s=throughput.images_per_second)
         saver = trainer.checkpoint_callback
         best = saver.best_model_path if saver else ""
         checkpoints = {alias: path for alias, path in (("best", best), ("last", saver.last_model_path if saver else ""))

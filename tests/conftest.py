@@ -29,6 +29,14 @@ def results_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Decoded-dataset cache of this test session (the CLI runs inherit it through the environment)."""
+    path = tmp_path_factory.mktemp("cnnlab-cache")
+    os.environ["CNNLAB_CACHE_DIR"] = str(path)
+    return path
+
+
 # Keep CLI tests short: a couple of epochs on digits, no model summary table.
 QUICK = ("trainer.max_epochs=2", "trainer.enable_model_summary=false")
 

@@ -12,7 +12,8 @@ from test_config import options
 @pytest.mark.parametrize("model", options("model"))
 @pytest.mark.parametrize("data", ["digits", "mnist", "cifar100"])
 def test_forward_pass_on_the_data_shape(model: str, data: str) -> None:
-    cfg = compose_config([f"model={model}", f"data={data}"])
+    extra = ["data.image_size=16"] if model == "lecun1989" else []  # LeCun's 1989 nets read 16x16 images
+    cfg = compose_config([f"model={model}", f"data={data}", *extra])
     net = build_model(cfg).eval()
     x = torch.randn(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     assert net(x).shape == (2, cfg.data.num_classes)
@@ -51,7 +52,7 @@ def test_leaky_relu_slope_is_the_lectures() -> None:
     [
         (["model=resnet", "model.depth=20"], "Valid depths: 18, 34, 50, 101, 152"),
         (["model=mlp", "model.activation=swishy"], "Valid activations: sigmoid, tanh, relu, leaky_relu"),
-        (["model=lenet5", "model.variant=classic2"], "Valid variants: modern"),
+        (["model=lenet5", "model.variant=classic2"], "Valid variants: modern, classic"),
         (["model=mlp", "+model.widht=3"], "has no option model.widht"),
     ],
 )

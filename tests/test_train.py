@@ -21,7 +21,7 @@ def test_default_run_fulfils_the_run_contract(trained_digits_run: Path) -> None:
     results = results_of(run_dir)
     assert RESULT_KEYS <= set(results)
     assert results["status"] == "completed" and results["error"] is None
-    assert results["run_dir"] == str(run_dir) and results["epochs"] == 4 and results["params"] == 61_706
+    assert results["run_dir"] == str(run_dir) and results["epochs"] == 4 and results["params"] == 61_848  # LeNet-5 with batch norm
     assert 0.0 <= results["test/acc"] <= results["test/acc_top5"] <= 1.0
     assert results["git"]["commit"]
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.csv", "curves.png", "train.log",

@@ -105,9 +105,12 @@ def test_unsupported_depths_and_variants_list_the_valid_ones(overrides: list[str
         build_model(compose_config(overrides))
 
 
-def _train_a_few_steps(overrides: list[str], steps: int = 3) -> tuple[torch.nn.Module, dict, list[float]]:
-    cfg = compose_config(["data=digits", "data.batch_size=8", "optimizer=sgd", "optimizer.lr=0.01",
-                          "scheduler=none", *overrides])
+QUICK_SGD = ("data=digits", "data.batch_size=8", "optimizer=sgd", "optimizer.lr=0.01", "scheduler=none")
+
+
+def _train_a_few_steps(overrides: list[str], steps: int = 3,
+                       base: tuple[str, ...] = QUICK_SGD) -> tuple[torch.nn.Module, dict, list[float]]:
+    cfg = compose_config([*base, *overrides])
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg, datamodule)
     before = {k: v.clone() for k, v in classifier.model.state_dict().items()}
@@ -169,3 +172,21 @@ def test_depth_is_a_sweep_axis(tmp_path) -> None:
 
     check_command_line(["-m", "model=resnet_cifar", "model.depth=20,56"])
     check_command_line(["-m", "model=mlp", "model.depth=1,2,4"])
+
+
+@pytest.mark.parametrize("recipe", ["resnet20_cifar10", "plain20_cifar10"])
+def test_he_et_al_recipes_train_on_cifar_files(recipe: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision
+
+    import real_format
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    real_format.write_cifar10(tmp_path)
+    cfg = compose_config([f"experiment={recipe}", f"data.root={tmp_path}", "data.download=false"])
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.1, 0.9, 1e-4)
+    assert list(cfg.scheduler.milestones) == [32000, 48000] and cfg.trainer.max_steps == 64000
+    net, before, losses = _train_a_few_steps([f"experiment={recipe}", f"data.root={tmp_path}",
+                                              "data.download=false", "data.batch_size=8"], steps=2, base=())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    has_shortcuts = any(type(m).__name__ == "ZeroPadShortcut" for m in net.modules())
+    assert has_shortcuts == (recipe == "resnet20_cifar10")

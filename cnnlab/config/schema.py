@@ -29,6 +29,11 @@ class DataConfig:
     image_size: int = 32
     mean: List[float] = field(default_factory=lambda: [0.5])
     std: List[float] = field(default_factory=lambda: [0.5])
+    # "tensor": decode once into one uint8 tensor (cached in cache_dir), batch by indexing, augment whole batches
+    # on the training device; "loader": torchvision's per-sample transforms in DataLoader workers; "auto": tensor
+    # for fixed-size datasets whose augmentations all have batched versions, loader otherwise.
+    pipeline: str = "auto"
+    cache_dir: str = "${oc.env:CNNLAB_CACHE_DIR,'~/.cache/cnnlab'}"
     # A fixed subset: the first N images of each class, in the dataset's order (null: all of them).
     train_per_class: Optional[int] = None
     test_per_class: Optional[int] = None

@@ -7,6 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.errors import ConfigError
 
 LOSSES = ("cross_entropy", "mse")
+PIPELINES = ("auto", "tensor", "loader")
 SCHEDULE_INTERVALS = ("epoch", "step")
 
 
@@ -25,6 +26,8 @@ def validate(cfg: DictConfig) -> None:
     if len(data.mean) != data.channels or len(data.std) != data.channels:
         raise ConfigError(f"data.mean and data.std need one value per channel ({data.channels}), got "
                           f"{len(data.mean)} and {len(data.std)}.")
+    if data.pipeline not in PIPELINES:
+        raise ConfigError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got '{data.pipeline}'.")
     if loss.name not in LOSSES:
         raise ConfigError(f"Unknown loss '{loss.name}'. Valid losses: {', '.join(LOSSES)}. Set loss=<name>.")
     if not 0.0 <= loss.label_smoothing < 1.0:

@@ -1,16 +1,27 @@
-"""One LightningDataModule for every dataset, driven by the data and augmentation configs."""
+"""One LightningDataModule for every dataset, driven by the data and augmentation configs.
+
+Two pipelines feed it (``data.pipeline``): the in-memory tensor path for fixed-size datasets (decoded once,
+batched by indexing, augmented per sample on the training device) and torchvision's per-sample transforms in
+DataLoader workers for image folders. Both draw the same validation split from the same seed.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import logging
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.sources import first_per_class, load_splits, source
+from cnnlab.data.batch_augment import BatchPipeline, unbatchable
+from cnnlab.data.sources import Splits, first_per_class, labels_of, load_splits, source
+from cnnlab.data.tensor_path import ImageTensors, TensorBatches, cache_path, decode, load_cached, save_cached
 from cnnlab.data.transforms import build_transform
+from cnnlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class TransformedSubset(Dataset):
@@ -31,10 +42,10 @@ class TransformedSubset(Dataset):
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """Train / validation / test loaders for ``data.name``.
+    """Train / validation / test batches for ``data.name``.
 
-    The validation split is a fixed fraction (``val_split``) of the official training split, drawn with
-    ``seed``; the official test split is the test set.
+    The validation split is a fixed fraction (``val_split``) of the official training split (or of its
+    per-class subset), drawn with ``seed``; the official test split is the test set.
     """
 
     def __init__(self, data: Mapping[str, Any], augmentation: Mapping[str, Any] | None = None, seed: int = 0):
@@ -43,8 +54,24 @@ class ImageDataModule(pl.LightningDataModule):
         self.augmentation = dict(augmentation or {})
         self.seed = seed
         self.source = source(self.spec["name"])
+        self.pipeline = self._choose_pipeline()
         self.classes: list[str] | None = None
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set: Any = None
+        self.val_set: Any = None
+        self.test_set: Any = None
+        self.batch_pipeline = (BatchPipeline(self.augmentation, self.spec["mean"], self.spec["std"])
+                               if self.pipeline == "tensor" else None)
+
+    def _choose_pipeline(self) -> str:
+        requested = self.spec["pipeline"]
+        if self.source.is_folder:
+            if requested == "tensor":
+                raise ConfigError(f"{self.spec['name']} images vary in size and are decoded one by one: use "
+                                  f"data.pipeline=loader (or auto).")
+            return "loader"
+        if requested == "auto":
+            return "loader" if unbatchable(self.augmentation) else "tensor"
+        return requested
 
     @property
     def num_classes(self) -> int:
@@ -59,37 +86,98 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.classes is not None:
             return
+        if self.pipeline == "tensor":
+            self._setup_tensors()
+        else:
+            self._setup_loader()
+
+    def _split_train(self, labels: torch.Tensor) -> tuple[list[int], list[int]]:
+        per_class = self.spec.get("train_per_class")
+        pool = first_per_class(labels, per_class) if per_class else list(range(len(labels)))
+        shuffled = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = max(1, round(self.spec["val_split"] * len(pool)))
+        return [pool[i] for i in shuffled[n_val:]], [pool[i] for i in shuffled[:n_val]]
+
+    def _test_indices(self, labels: torch.Tensor) -> list[int] | None:
+        per_class = self.spec.get("test_per_class")
+        return first_per_class(labels, per_class) if per_class else None
+
+    # --- per-sample DataLoader path --------------------------------------------------------------------------
+
+    def _setup_loader(self) -> None:
         splits = load_splits(self.spec, download=False)
         train_tf = build_transform(self.spec, self.source, self.augmentation)
         eval_tf = build_transform(self.spec, self.source, None)
-        pool = self._subset(splits.train, "train_per_class") or list(range(len(splits.train)))
-        shuffled = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, round(self.spec["val_split"] * len(pool)))
-        self.train_set = TransformedSubset(splits.train, [pool[i] for i in shuffled[n_val:]], train_tf)
-        self.val_set = TransformedSubset(splits.train, [pool[i] for i in shuffled[:n_val]], eval_tf)
-        self.test_set = TransformedSubset(splits.test, self._subset(splits.test, "test_per_class"), eval_tf)
+        train_idx, val_idx = self._split_train(labels_of(splits.train))
+        self.train_set = TransformedSubset(splits.train, train_idx, train_tf)
+        self.val_set = TransformedSubset(splits.train, val_idx, eval_tf)
+        self.test_set = TransformedSubset(splits.test, self._test_indices(labels_of(splits.test)), eval_tf)
         self.classes = splits.classes
-
-    def _subset(self, dataset: Dataset, key: str) -> list[int] | None:
-        per_class = self.spec.get(key)
-        return first_per_class(dataset, per_class) if per_class else None
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         workers = self.spec["num_workers"]
-        batch = self.spec["batch_size"] if train else (self.spec["eval_batch_size"] or self.spec["batch_size"])
         return DataLoader(
-            dataset, batch_size=batch, shuffle=train, drop_last=False, num_workers=workers,
+            dataset, batch_size=self._batch_size(train), shuffle=train, num_workers=workers,
             pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+    # --- in-memory tensor path -------------------------------------------------------------------------------
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+    def _decoded(self) -> tuple[ImageTensors, ImageTensors, list[str]]:
+        paths = [cache_path(self.spec, self.source, split) for split in ("train", "test")]
+        cached = [load_cached(p) for p in paths]
+        if all(c is not None for c in cached):
+            classes = torch.load(paths[0].with_suffix(".classes"), weights_only=True)
+            return cached[0], cached[1], classes  # type: ignore[return-value]
+        splits: Splits = load_splits(self.spec, download=False)
+        decoded = [decode(splits.train, self.spec["channels"]), decode(splits.test, self.spec["channels"])]
+        for path, tensors in zip(paths, decoded):
+            save_cached(path, tensors)
+        torch.save(list(splits.classes), paths[0].with_suffix(".classes"))
+        log.info("Decoded %s once into %s", self.spec["name"], paths[0].parent)
+        return decoded[0], decoded[1], list(splits.classes)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+    def _setup_tensors(self) -> None:
+        train, test, self.classes = self._decoded()
+        size = self.spec["image_size"]
+        train_idx, val_idx = self._split_train(train.labels)
+        test_idx = self._test_indices(test.labels)
+        self.train_set = train.subset(train_idx).resized(size)
+        self.val_set = train.subset(val_idx).resized(size)
+        self.test_set = (test.subset(test_idx) if test_idx is not None else test).resized(size)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if device.type == "cuda":  # keep the whole dataset on the GPU: batches never cross the bus
+            self.train_set, self.val_set, self.test_set = (s.to(device) for s in
+                                                           (self.train_set, self.val_set, self.test_set))
+
+    def _batches(self, data: ImageTensors, train: bool) -> TensorBatches:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        return TensorBatches(data, self._batch_size(train), shuffle=train, seed=self.seed, rank=rank,
+                             world_size=world)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.batch_pipeline is None:
+            return batch
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.batch_pipeline(images, train=training), labels
+
+    # --- both ------------------------------------------------------------------------------------------------
+
+    def _batch_size(self, train: bool) -> int:
+        return self.spec["batch_size"] if train else (self.spec["eval_batch_size"] or self.spec["batch_size"])
+
+    def _iterable(self, data: Any, train: bool) -> Iterable:
+        return self._batches(data, train) if self.pipeline == "tensor" else self._loader(data, train)
+
+    def train_dataloader(self) -> Iterable:
+        return self._iterable(self.train_set, train=True)
+
+    def val_dataloader(self) -> Iterable:
+        return self._iterable(self.val_set, train=False)
+
+    def test_dataloader(self) -> Iterable:
+        return self._iterable(self.test_set, train=False)
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:

@@ -135,9 +135,8 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
     return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
 
 
-def first_per_class(dataset: Dataset, per_class: int) -> list[int]:
+def first_per_class(labels: torch.Tensor, per_class: int) -> list[int]:
     """The indices of the first ``per_class`` images of each class, in dataset order."""
-    labels = labels_of(dataset)
     return sorted(i for c in labels.unique().tolist() for i in (labels == c).nonzero().flatten()[:per_class].tolist())
 
 

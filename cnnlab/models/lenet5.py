@@ -102,15 +102,27 @@ class Subsampling(nn.Module):
 
 
 class PartiallyConnectedConv(nn.Module):
-    """C3: each output map convolves only the input maps the connection table lists for it."""
+    """C3: each output map convolves only the input maps the connection table lists for it.
+
+    Only the listed kernels are parameters (``weight`` holds them back to back); each forward pass places them in
+    a full kernel tensor whose other entries are fixed zeros, so the whole layer is one convolution call.
+    """
 
     def __init__(self, table: tuple[tuple[int, ...], ...], kernel_size: int) -> None:
         super().__init__()
-        self.table = table
-        self.maps = nn.ModuleList(nn.Conv2d(len(inputs), 1, kernel_size) for inputs in table)
+        in_maps = 1 + max(max(inputs) for inputs in table)
+        pairs = [(out, inp) for out, inputs in enumerate(table) for inp in inputs]
+        self.full_shape = (len(table), in_maps, kernel_size, kernel_size)
+        self.register_buffer("slots", torch.tensor([out * in_maps + inp for out, inp in pairs]), persistent=False)
+        fan_in = torch.tensor([len(table[out]) * kernel_size**2 for out, _ in pairs], dtype=torch.float32)
+        bound = (1 / fan_in.sqrt())[:, None, None]
+        self.weight = nn.Parameter((torch.rand(len(pairs), kernel_size, kernel_size) * 2 - 1) * bound)
+        self.bias = nn.Parameter((torch.rand(len(table)) * 2 - 1) / torch.tensor([len(i) * kernel_size**2 for i in table]).sqrt())
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([conv(x[:, list(inputs)]) for conv, inputs in zip(self.maps, self.table)], dim=1)
+        out_maps, in_maps, k, _ = self.full_shape
+        kernels = self.weight.new_zeros(out_maps * in_maps, k, k).index_copy(0, self.slots, self.weight)
+        return F.conv2d(x, kernels.view(self.full_shape), self.bias)
 
 
 class RBFOutput(nn.Module):

@@ -1,0 +1,81 @@
+"""Whole-process cost of `cnnlab train experiment=lenet5_mnist` against two baselines, measured in one run.
+
+* plain      — benchmarks/plain_loop.py: the same LeNet-5 on preloaded MNIST tensors, a hand-written loop.
+* cnnlab     — cnnlab train (the in-memory tensor pipeline, chosen automatically for MNIST).
+* per-sample — the same cnnlab run fed by torchvision per-sample transforms in a DataLoader (data.pipeline=loader):
+               the Lightning + DataLoader pipeline that project templates ship.
+
+The three run one after another, in rotating order, ``--pairs`` times; the medians of wall time (start, imports,
+data load, train, test), training images/s and peak RSS are printed, then the ratios against the plain loop.
+
+    python benchmarks/bench_train.py --root ../shared/data --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def measure(command: list[str], cwd: Path) -> dict:
+    """Run ``command`` to the end; its wall time, peak RSS (from wait4) and the JSON/run dir it reports."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout = process.stdout.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(command)}")
+    last = stdout.strip().splitlines()[-1]
+    report = json.loads(last) if last.startswith("{") else json.loads(Path(last, "results.json").read_text())
+    return {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024, "images_per_s": report["train_images_per_s"],
+            "test_acc": report["test/acc"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=str(HERE.parent.parent / "shared" / "data"), help="folder holding MNIST/")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    root = str(Path(args.root).resolve())
+    work = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
+    cnnlab = [sys.executable, "-m", "cnnlab", "train", "experiment=lenet5_mnist", f"data.root={root}",
+              f"trainer.max_epochs={args.epochs}", "trainer.enable_model_summary=false"]
+    commands = {
+        "plain": [sys.executable, str(HERE / "plain_loop.py"), "--root", root, "--epochs", str(args.epochs)],
+        "cnnlab": cnnlab,
+        "per-sample": [*cnnlab, "data.pipeline=loader"],
+    }
+    measure(commands["cnnlab"], work)  # warm-up: fills the decoded-tensor cache and the OS file cache
+    runs: dict[str, list[dict]] = {name: [] for name in commands}
+    names = list(commands)
+    for i in range(args.pairs):
+        for name in names[i % 3:] + names[:i % 3]:
+            runs[name].append(measure(commands[name], work))
+            print(f"pair {i + 1} {name:>10}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[name][-1].items()),
+                  flush=True)
+    median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    print(f"\nmedians of {args.pairs} ({args.epochs} epochs, LeNet-5, MNIST, batch 128):")
+    for name, m in median.items():
+        print(f"  {name:>10}: wall {m['wall_s']:.1f} s, train {m['images_per_s']:.0f} img/s, "
+              f"peak RSS {m['rss_mib']:.0f} MiB, test acc {m['test_acc']:.4f}")
+    plain, ours, per_sample = median["plain"], median["cnnlab"], median["per-sample"]
+    print("\nratios (target):")
+    print(f"  cnnlab / plain wall time             {ours['wall_s'] / plain['wall_s']:.3f}   (<= 1.10)")
+    print(f"  cnnlab / plain train images/s        {ours['images_per_s'] / plain['images_per_s']:.3f}   (>= 0.95)")
+    print(f"  cnnlab / plain peak RSS              {ours['rss_mib'] / plain['rss_mib']:.3f}   (<= 1.50)")
+    print(f"  per-sample / cnnlab wall time        {per_sample['wall_s'] / ours['wall_s']:.3f}   (>= 2.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Augmentation of whole batches on the device they live on, with random parameters drawn per sample.
+
+torchvision's v2 transforms applied to a batch tensor draw one set of random parameters for the whole batch
+(every image gets the same crop), so the in-memory pipeline uses these instead. Each function takes the same
+options as the torchvision transform of the same config name, so one augmentation config drives both
+pipelines. Images are float batches ``(N, C, H, W)`` in [0, 1], except ``random_erasing``, which runs after
+normalisation, as in the per-sample pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from cnnlab.errors import ConfigError
+
+
+def _uniform(n: int, low: float, high: float, like: Tensor) -> Tensor:
+    return torch.empty(n, device=like.device, dtype=torch.float32).uniform_(low, high)
+
+
+def _chance(n: int, p: float, like: Tensor) -> Tensor:
+    return torch.rand(n, device=like.device) < p
+
+
+def horizontal_flip(x: Tensor, p: float = 0.5) -> Tensor:
+    return torch.where(_chance(len(x), p, x)[:, None, None, None], x.flip(-1), x)
+
+
+def vertical_flip(x: Tensor, p: float = 0.5) -> Tensor:
+    return torch.where(_chance(len(x), p, x)[:, None, None, None], x.flip(-2), x)
+
+
+def random_crop(x: Tensor, padding: int = 4, fill: float = 0.0, padding_mode: str = "constant") -> Tensor:
+    """Pad by ``padding`` pixels, then cut each image's own random window of the original size."""
+    n, c, h, w = x.shape
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[padding_mode]
+    padded = F.pad(x, (padding,) * 4, mode=mode, value=fill) if mode == "constant" else F.pad(x, (padding,) * 4, mode=mode)
+    top = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    left = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    rows = (top[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+    cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def _grayscale(x: Tensor) -> Tensor:
+    if x.shape[1] == 1:
+        return x
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _factor_range(value: float | Sequence[float], centre: float = 1.0) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return max(0.0, centre - value), centre + value
+    return float(value[0]), float(value[1])
+
+
+def colour_jitter(x: Tensor, brightness: Any = 0, contrast: Any = 0, saturation: Any = 0, hue: Any = 0) -> Tensor:
+    """Per-image brightness, contrast, saturation and hue, with torchvision's ranges (applied in that order)."""
+    n = len(x)
+    if brightness:
+        x = x * _uniform(n, *_factor_range(brightness), x)[:, None, None, None]
+    if contrast:
+        mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+        x = mean + (x - mean) * _uniform(n, *_factor_range(contrast), x)[:, None, None, None]
+    if saturation and x.shape[1] == 3:
+        grey = _grayscale(x)
+        x = grey + (x - grey) * _uniform(n, *_factor_range(saturation), x)[:, None, None, None]
+    if hue and x.shape[1] == 3:
+        x = _rotate_hue(x.clamp(0, 1), _uniform(n, *_factor_range(hue, centre=0.0), x) * 2 * math.pi)
+    return x.clamp(0, 1)
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _rotate_hue(x: Tensor, angle: Tensor) -> Tensor:
+    """Hue shift as a rotation of the chroma plane of YIQ space (a close, batched stand-in for HSV's hue)."""
+    to_yiq = _RGB_TO_YIQ.to(x)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(x), 3, 3, device=x.device, dtype=x.dtype)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    matrix = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (N, 3, 3)
+    return torch.einsum("nij,njhw->nihw", matrix, x)
+
+
+def _range(value: Any, symmetric: bool = True) -> tuple[float, float]:
+    if value is None:
+        return (0.0, 0.0) if symmetric else (1.0, 1.0)
+    if isinstance(value, (int, float)):
+        return (-float(value), float(value))
+    return float(value[0]), float(value[1])
+
+
+def random_affine(x: Tensor, degrees: Any = 0, translate: Sequence[float] | None = None,
+                  scale: Sequence[float] | None = None, shear: Any = None, fill: float = 0.0) -> Tensor:
+    """Per-image rotation, translation (fractions of the size), scaling and x-shear, like v2.RandomAffine."""
+    n = len(x)
+    angle = torch.deg2rad(_uniform(n, *_range(degrees), x))
+    shear_x = torch.deg2rad(_uniform(n, *_range(shear), x))
+    zoom = _uniform(n, *_range(scale, symmetric=False), x)
+    tx = _uniform(n, *_range(translate[0] if translate else 0), x) * 2  # normalised coordinates span 2
+    ty = _uniform(n, *_range(translate[1] if translate else 0), x) * 2
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # forward map: rotation @ shear, scaled; affine_grid wants its inverse (output → input coordinates)
+    forward = torch.stack([torch.stack([cos, -sin + cos * torch.tan(shear_x)], -1),
+                           torch.stack([sin, cos + sin * torch.tan(shear_x)], -1)], 1) * zoom[:, None, None]
+    inverse = torch.linalg.inv(forward)
+    shift = -(inverse @ torch.stack([tx, ty], -1)[:, :, None])
+    grid = F.affine_grid(torch.cat([inverse, shift], dim=2), list(x.shape), align_corners=False)
+    out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + fill
+
+
+def random_rotation(x: Tensor, degrees: Any = 0, fill: float = 0.0) -> Tensor:
+    return random_affine(x, degrees=degrees, fill=fill)
+
+
+def random_erasing(x: Tensor, p: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
+                   ratio: Sequence[float] = (0.3, 3.3), value: float = 0.0) -> Tensor:
+    """Blank one random rectangle per selected image (Zhong et al., 2020), after normalisation."""
+    n, _, h, w = x.shape
+    area = _uniform(n, *scale, x) * h * w
+    log_ratio = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), x)
+    eh = torch.sqrt(area * torch.exp(log_ratio)).round().clamp(1, h)
+    ew = torch.sqrt(area / torch.exp(log_ratio)).round().clamp(1, w)
+    top = (torch.rand(n, device=x.device) * (h - eh + 1)).floor()
+    left = (torch.rand(n, device=x.device) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    inside = (((rows >= top[:, None]) & (rows < (top + eh)[:, None]))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < (left + ew)[:, None]))[:, None, :])
+    erase = inside & _chance(n, p, x)[:, None, None]
+    return torch.where(erase[:, None], torch.full_like(x, value), x)
+
+
+ON_IMAGES: dict[str, Callable[..., Tensor]] = {
+    "horizontal_flip": horizontal_flip,
+    "vertical_flip": vertical_flip,
+    "random_crop": random_crop,
+    "colour_jitter": colour_jitter,
+    "random_affine": random_affine,
+    "random_rotation": random_rotation,
+}
+ON_NORMALISED = {"random_erasing": random_erasing}
+BATCHED = {**ON_IMAGES, **ON_NORMALISED}
+
+
+def unbatchable(augmentation: Mapping[str, Any]) -> list[str]:
+    """The configured augmentations that have no batched, per-sample version here."""
+    return [name for name in augmentation if name not in BATCHED]
+
+
+class BatchPipeline:
+    """uint8 batch → augmented (when training), normalised float batch, all on the batch's device."""
+
+    def __init__(self, augmentation: Mapping[str, Any], mean: Sequence[float], std: Sequence[float]) -> None:
+        missing = unbatchable(augmentation)
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} has no batched version for data.pipeline=tensor. Use "
+                              f"data.pipeline=loader (per-sample torchvision transforms) for it.")
+        self.on_images = [(ON_IMAGES[k], dict(v or {})) for k, v in augmentation.items() if k in ON_IMAGES]
+        self.on_normalised = [(ON_NORMALISED[k], dict(v or {})) for k, v in augmentation.items() if k in ON_NORMALISED]
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+        for fn, options in self.on_images + self.on_normalised:  # reject unknown options now, not mid-epoch
+            try:
+                fn(torch.zeros(1, len(mean), 8, 8), **options)
+            except TypeError as err:
+                raise ConfigError(f"Invalid options for augmentation: {err}.") from None
+
+    def __call__(self, images: Tensor, train: bool) -> Tensor:
+        x = images.float().div_(255)
+        if train:
+            for fn, options in self.on_images:
+                x = fn(x, **options)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if train:
+            for fn, options in self.on_normalised:
+                x = fn(x, **options)
+        return x
