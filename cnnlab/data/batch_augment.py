@@ -169,6 +169,9 @@ class BatchPipeline:
         self.on_normalised = [(ON_NORMALISED[k], dict(v or {})) for k, v in augmentation.items() if k in ON_NORMALISED]
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
+        # uint8 → normalised float in one multiply-add: (x / 255 - mean) / std
+        self.scale = 1.0 / (255.0 * self.std)
+        self.shift = -self.mean / self.std
         for fn, options in self.on_images + self.on_normalised:  # reject unknown options now, not mid-epoch
             try:
                 fn(torch.zeros(1, len(mean), 8, 8), **options)
@@ -176,11 +179,17 @@ class BatchPipeline:
                 raise ConfigError(f"Invalid options for augmentation: {err}.") from None
 
     def __call__(self, images: Tensor, train: bool) -> Tensor:
-        x = images.float().div_(255)
-        if train:
+        if self.scale.device != images.device:
+            self.mean, self.std, self.scale, self.shift = (t.to(images.device) for t in
+                                                           (self.mean, self.std, self.scale, self.shift))
+        augmenting = train and self.on_images
+        if augmenting:
+            x = images.float().div_(255)
             for fn, options in self.on_images:
                 x = fn(x, **options)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+            x = x.sub_(self.mean).div_(self.std)
+        else:
+            x = torch.addcmul(self.shift, images.float(), self.scale)
         if train:
             for fn, options in self.on_normalised:
                 x = fn(x, **options)

@@ -17,17 +17,39 @@ TOP5_MIN_CLASSES = 6  # top-5 accuracy is only informative with more than five c
 
 
 def _accuracies(num_classes: int, prefix: str) -> MetricCollection:
-    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    # validate_args=False: the inputs are our own logits and labels; checking them costs more than the update.
+    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)}
     if num_classes >= TOP5_MIN_CLASSES:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", validate_args=False)
     return MetricCollection(metrics, prefix=prefix)
+
+
+class EpochMean:
+    """Running sum of a per-batch value, weighted by batch size; plain tensors, so no per-step logging cost."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.count = 0
+
+    def update(self, value: Tensor, n: int) -> None:
+        weighted = value.detach() * n
+        self.total = weighted if self.total is None else self.total + weighted
+        self.count += n
+
+    def pop(self) -> Tensor | None:
+        mean = None if self.total is None else self.total / self.count
+        self.total, self.count = None, 0
+        return mean
 
 
 class ImageClassifier(pl.LightningModule):
     """Trains ``model`` to map images to class scores.
 
-    Logs ``{train,val,test}/loss`` and ``/acc`` (top-1, a fraction), and ``/acc_top5`` with six or more classes.
-    The optimizer, scheduler and loss are plain mappings with the keys of their config groups.
+    Logs, once per epoch, ``train/loss_epoch``, ``val/loss``, ``test/loss`` and ``{train,val,test}/acc`` (top-1,
+    a fraction), plus ``/acc_top5`` with six or more classes; and ``train/loss`` every ``log_every_n_steps``.
+    Metrics accumulate in tensors between those points: a ``self.log`` per batch would cost more than a small
+    network's whole training step. The optimizer, scheduler and loss are plain mappings with the keys of their
+    config groups.
     """
 
     def __init__(
@@ -46,6 +68,7 @@ class ImageClassifier(pl.LightningModule):
         self.train_metrics = _accuracies(num_classes, "train/")
         self.val_metrics = _accuracies(num_classes, "val/")
         self.test_metrics = _accuracies(num_classes, "test/")
+        self.losses = {"train": EpochMean(), "val": EpochMean(), "test": EpochMean()}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -65,23 +88,39 @@ class ImageClassifier(pl.LightningModule):
             loss = self.criterion(logits, labels)
         if self.l1:
             loss = loss + self.l1 * l1_penalty(self.model)
-        self.train_metrics.update(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self.train_metrics.update(logits.detach(), labels)
+        self.losses["train"].update(loss, len(labels))
+        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        if self.trainer.is_last_batch:
+            self._log_epoch("train", self.train_metrics, loss_name="train/loss_epoch")
         return loss
+
+    def _log_epoch(self, stage: str, metrics: MetricCollection, loss_name: str) -> None:
+        values = metrics.compute()  # torchmetrics reduces across DDP processes itself
+        metrics.reset()
+        mean = self.losses[stage].pop()
+        if mean is not None:
+            self.log(loss_name, mean, on_step=False, on_epoch=True, sync_dist=True, prog_bar=stage == "val")
+        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage == "val")
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> None:
         images, labels = batch
         logits = self(images)
-        self.log(f"{stage}/loss", self.criterion(logits, labels), on_epoch=True, prog_bar=stage == "val")
+        self.losses[stage].update(self.criterion(logits, labels), len(labels))
         metrics.update(logits, labels)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics, "val")
 
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_metrics, loss_name="val/loss")
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_metrics, loss_name="test/loss")
 
     def configure_optimizers(self) -> Any:
         # Frozen layers (model.freeze) are left out, so weight decay does not shrink them either.
