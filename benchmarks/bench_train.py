@@ -29,12 +29,14 @@ HERE = Path(__file__).resolve().parent
 def measure(command: list[str], cwd: Path) -> dict:
     """Run ``command`` to the end; its wall time, peak RSS (from wait4) and the JSON/run dir it reports."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stdout = process.stdout.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}")
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        stdout = process.stdout.read()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            raise SystemExit(f"failed: {' '.join(command)}\n{stderr.read()[-2000:]}")
     last = stdout.strip().splitlines()[-1]
     report = json.loads(last) if last.startswith("{") else json.loads(Path(last, "results.json").read_text())
     return {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024, "images_per_s": report["train_images_per_s"],

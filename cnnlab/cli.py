@@ -22,11 +22,13 @@ commands:
   eval ckpt_path=<file.ckpt> [overrides]
                              re-test a checkpoint of a finished run with the run's saved config
   summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
+  sweep-summary <sweep_dir>  summary.csv, summary.md and plots of a finished or running sweep
 
 examples:
   cnnlab train
   cnnlab train experiment=lenet5_mnist data.root=../shared/data
   cnnlab train -m optimizer.lr=0.01,0.1 model=mlp model.depth=1,2,4
+  cnnlab train -m launcher=pool hydra.launcher.slots=2 optimizer.lr=0.01,0.1 data.batch_size=64,128
   cnnlab eval ckpt_path=outputs/2026-01-01/12-00-00_123/checkpoints/last.ckpt
   cnnlab summary experiment=lecun1989_net5
   cnnlab train --help           (config groups and their options)
@@ -100,8 +102,16 @@ def _train(args: Sequence[str]) -> int:
     task = _TrainTask()
     sys.argv = ["cnnlab train", *args]
     hydra.main(config_path=str(builtin_config_dir()), config_name=CONFIG_NAME, version_base=HYDRA_VERSION_BASE)(task)()
-    if task.failed:
-        print(f"cnnlab train: {len(task.failed)} run(s) failed: {', '.join(task.failed)}", file=sys.stderr)
+    from cnnlab.sweeps.callback import SweepSummaryCallback
+
+    sweep = SweepSummaryCallback.last_summary
+    if sweep is not None:
+        print(sweep.sweep_dir / "summary.md")
+        failed = [str(t.run_dir) for t in sweep.failed]
+    else:
+        failed = task.failed
+    if failed:
+        print(f"cnnlab train: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
@@ -137,7 +147,20 @@ def _summary(args: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"train": _train, "eval": _eval, "summary": _summary}
+def _sweep_summary(args: Sequence[str]) -> int:
+    from pathlib import Path
+
+    if len(args) != 1 or not Path(args[0]).is_dir():
+        raise ConfigError("cnnlab sweep-summary needs the folder of one sweep, e.g. outputs/multirun/<date>/<time>_<pid>.")
+    from cnnlab.sweeps.summary import summarize_sweep
+
+    summary = summarize_sweep(args[0])
+    print((summary.sweep_dir / "summary.md").read_text())
+    return 1 if summary.failed else 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "train": _train, "eval": _eval, "summary": _summary, "sweep-summary": _sweep_summary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

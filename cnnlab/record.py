@@ -17,7 +17,7 @@ CURVES_FILE = "curves.png"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class RunRecord:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -98,10 +99,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
         failed = False
         return record.data
     except BaseException as err:
-        record.update(epochs=len(history.rows))
         record.fail(getattr(err, "user_message", None) or f"{type(err).__name__}: {err}")
         raise
     finally:
+        record.update(epochs=len(history.rows), history=history.rows,
+                      devices=os.environ.get("CUDA_VISIBLE_DEVICES"), torch_threads=torch.get_num_threads())
         for command in finish_wandb(loggers, failed, checkpoints):
             log.info("W&B run saved offline; upload it with: %s", command)
             record.update(wandb_sync=command)

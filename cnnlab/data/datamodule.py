@@ -126,14 +126,12 @@ class ImageDataModule(pl.LightningDataModule):
     def _decoded(self) -> tuple[ImageTensors, ImageTensors, list[str]]:
         paths = [cache_path(self.spec, self.source, split) for split in ("train", "test")]
         cached = [load_cached(p) for p in paths]
-        if all(c is not None for c in cached):
-            classes = torch.load(paths[0].with_suffix(".classes"), weights_only=True)
-            return cached[0], cached[1], classes  # type: ignore[return-value]
+        if cached[0] is not None and cached[1] is not None:
+            return cached[0][0], cached[1][0], cached[0][1]
         splits: Splits = load_splits(self.spec, download=False)
         decoded = [decode(splits.train, self.spec["channels"]), decode(splits.test, self.spec["channels"])]
         for path, tensors in zip(paths, decoded):
-            save_cached(path, tensors)
-        torch.save(list(splits.classes), paths[0].with_suffix(".classes"))
+            save_cached(path, tensors, splits.classes)
         log.info("Decoded %s once into %s", self.spec["name"], paths[0].parent)
         return decoded[0], decoded[1], list(splits.classes)
 

@@ -73,18 +73,20 @@ def cache_path(spec: Mapping[str, Any], src: Source, split: str) -> Path:
     return root / f"{spec['name']}-{split}-{_fingerprint(spec, src)}.pt"
 
 
-def load_cached(path: Path) -> ImageTensors | None:
+def load_cached(path: Path) -> tuple[ImageTensors, list[str]] | None:
     if not path.is_file():
         return None
     stored = torch.load(path, map_location="cpu", weights_only=True)
-    return ImageTensors(stored["images"], stored["labels"])
+    return ImageTensors(stored["images"], stored["labels"]), stored["classes"]
 
 
-def save_cached(path: Path, tensors: ImageTensors) -> None:
+def save_cached(path: Path, tensors: ImageTensors, classes: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    torch.save({"images": tensors.images, "labels": tensors.labels}, partial)
-    partial.replace(path)  # atomic: a concurrent run never reads half a file
+    # A temporary name of this process's own, then an atomic rename: concurrent trials that decode the same
+    # dataset each write a whole file, and readers never see half of one.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save({"images": tensors.images, "labels": tensors.labels, "classes": list(classes)}, partial)
+    partial.replace(path)
 
 
 class TensorBatches:

@@ -1,0 +1,109 @@
+"""Sweeps with the pool launcher: concurrency, placement, failure isolation, resume, aggregation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import QUICK, run_cli
+
+SWEEP = ("-m", "launcher=pool", "hydra.launcher.slots=2", *QUICK, "model=mlp", "model.width=32", "optimizer=sgd",
+         "scheduler=none")
+
+
+def trials(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/results.json"))}
+
+
+@pytest.fixture(scope="module")
+def pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    cwd = tmp_path_factory.mktemp("pool")
+    sweep_dir = cwd / "sweep"
+    # lr=1e9 diverges: that trial must fail on its own while the other three complete
+    result = run_cli("train", *SWEEP, "optimizer.lr=0.01,0.05,0.1,1e9", f"hydra.sweep.dir={sweep_dir}", cwd=cwd)
+    return sweep_dir, result
+
+
+def test_pool_sweep_isolates_the_failed_trial(pool_sweep) -> None:
+    sweep_dir, result = pool_sweep
+    assert result.returncode == 1, result.stderr[-2000:]  # non-zero because a trial failed ...
+    outcome = trials(sweep_dir)
+    assert sorted(r["status"] for r in outcome.values()) == ["completed"] * 3 + ["failed"]
+    failed = next(r for r in outcome.values() if r["status"] == "failed")
+    assert "optimizer.lr=1000000000.0" in failed["overrides"] and "diverged" in failed["error"]  # Hydra's 1e9
+    assert "summary.md" in result.stdout  # ... after the summary was written
+
+
+def test_pool_runs_trials_concurrently_on_split_threads(pool_sweep) -> None:
+    sweep_dir, _ = pool_sweep
+    spans = sorted((r["started_at"], r["finished_at"]) for r in trials(sweep_dir).values())
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), spans  # overlapping trials
+    assert {r["torch_threads"] for r in trials(sweep_dir).values()} == {1}  # 2 cores shared by 2 slots
+
+
+def test_sweep_summary_tables_and_plots(pool_sweep) -> None:
+    sweep_dir, _ = pool_sweep
+    with open(sweep_dir / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and [r["best"] for r in rows].count("*") == 1
+    best = next(r for r in rows if r["best"] == "*")
+    assert best["status"] == "completed" and float(best["test/acc"]) == max(
+        float(r["test/acc"]) for r in rows if r["test/acc"])
+    assert sorted(float(r["optimizer.lr"]) for r in rows) == [0.01, 0.05, 0.1, 1e9]
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert "3 completed, 1 failed" in markdown and "## Failures" in markdown
+    for plot in ("metric_vs_optimizer.lr.png", "val_curves.png"):
+        assert (sweep_dir / plot).stat().st_size > 1000
+
+
+def test_rerunning_the_sweep_resumes_it(pool_sweep, tmp_path: Path) -> None:
+    sweep_dir, _ = pool_sweep
+    before = {name: (sweep_dir / name / "results.json").stat().st_mtime_ns for name in trials(sweep_dir)}
+    again = run_cli("train", *SWEEP, "optimizer.lr=0.01,0.05,0.1,1e9", f"hydra.sweep.dir={sweep_dir}",
+                    cwd=sweep_dir.parent)
+    after = {name: (sweep_dir / name / "results.json").stat().st_mtime_ns for name in trials(sweep_dir)}
+    statuses = {name: r["status"] for name, r in trials(sweep_dir).items()}
+    rerun = {name for name in before if after[name] != before[name]}
+    assert rerun == {name for name, status in statuses.items() if status == "failed"}  # only the failed one
+    assert "already completed, skipped" in again.stdout + again.stderr
+
+
+def test_sweep_summary_command(pool_sweep, tmp_path: Path) -> None:
+    sweep_dir, _ = pool_sweep
+    (sweep_dir / "summary.md").unlink()
+    result = run_cli("sweep-summary", str(sweep_dir), cwd=tmp_path)
+    assert result.returncode == 1  # the sweep has a failed trial
+    assert "| trial | best | status | optimizer.lr |" in result.stdout and (sweep_dir / "summary.md").is_file()
+
+
+def test_explicit_gpu_list_pins_each_concurrent_trial(tmp_path: Path) -> None:
+    """Placement is testable without GPUs: the trials train on the CPU but see their assigned devices."""
+    result = run_cli("train", "-m", "launcher=pool", "hydra.launcher.gpus=[0,1]", *QUICK, "trainer.max_epochs=1",
+                     "model=linear", "seed=1,2,3,4", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = trials(tmp_path / "sweep")
+    assert len(outcome) == 4 and {r["devices"] for r in outcome.values()} == {"0", "1"}
+    spans = sorted((r["started_at"], r["finished_at"], r["devices"]) for r in outcome.values())
+    for (start_a, end_a, gpu_a), (start_b, end_b, gpu_b) in zip(spans, spans[1:]):
+        if start_b < end_a:  # running at the same time: never on the same GPU
+            assert gpu_a != gpu_b
+    assert "GPUs 0" in result.stdout + result.stderr and "GPUs 1" in result.stdout + result.stderr
+
+
+def test_seed_sweeps_report_mean_and_std(tmp_path: Path) -> None:
+    from cnnlab.sweeps.summary import summarize_sweep
+
+    for num, (depth, seed, acc) in enumerate([(1, 0, 0.90), (1, 1, 0.92), (2, 0, 0.95), (2, 1, 0.97)]):
+        run = tmp_path / str(num)
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({
+            "status": "completed", "overrides": [f"model.depth={depth}", f"seed={seed}"], "test/acc": acc,
+            "history": [{"epoch": 1, "val/acc": acc - 0.1}, {"epoch": 2, "val/acc": acc}]}))
+    summary = summarize_sweep(tmp_path)
+    assert summary.axes == ["model.depth", "seed"] and summary.best.results["test/acc"] == 0.97
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| model.depth=2 | 2 | 0.9600 ± 0.0141" in markdown
+    assert (tmp_path / "metric_vs_model.depth.png").is_file()
