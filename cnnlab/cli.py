@@ -67,7 +67,7 @@ class _TrainTask:
     def __init__(self) -> None:
         self.failed: list[str] = []
 
-    def __call__(self, cfg: DictConfig) -> None:
+    def __call__(self, cfg: DictConfig) -> dict:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -81,6 +81,7 @@ class _TrainTask:
             log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
                      results.get("test/acc_top5", "n/a"), results.get("epochs", 0), results.get("train_time_s", 0))
         except (Exception, KeyboardInterrupt) as err:
+            results = {"status": "failed", "error": getattr(err, "user_message", None) or str(err)}
             self.failed.append(str(run_dir))
             if not isinstance(err, CnnlabError):
                 _log_traceback_to_file(err)
@@ -89,6 +90,7 @@ class _TrainTask:
                 print(run_dir)
                 raise SystemExit(1) from None
         print(run_dir)
+        return results  # what a sweeper (Optuna) reads as the trial's outcome
 
 
 def _train(args: Sequence[str]) -> int:

@@ -107,3 +107,54 @@ def test_seed_sweeps_report_mean_and_std(tmp_path: Path) -> None:
     markdown = (tmp_path / "summary.md").read_text()
     assert "| model.depth=2 | 2 | 0.9600 ± 0.0141" in markdown
     assert (tmp_path / "metric_vs_model.depth.png").is_file()
+
+
+def test_search_space_syntax() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.cnnlab_sweeps.optuna_sweeper import distribution
+
+    parse = OverridesParser.create().parse_override
+    assert distribution(parse("optimizer.lr=tag(log,interval(1e-4,0.1))")) == FloatDistribution(1e-4, 0.1, log=True)
+    assert distribution(parse("data.batch_size=choice(32,64,128)")) == CategoricalDistribution([32, 64, 128])
+    assert distribution(parse("model.depth=tag(int,interval(1,4))")) == IntDistribution(1, 4)
+    assert distribution(parse("loss.label_smoothing=interval(0,0.2)")) == FloatDistribution(0.0, 0.2)
+
+
+@pytest.mark.slow
+def test_optuna_search_continues_after_a_kill(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    sweep_dir = tmp_path / "search"
+    command = [sys.executable, "-m", "cnnlab", "train", "-m", "sweep=optuna", "hydra.sweeper.n_trials=4",
+               "hydra.sweeper.n_jobs=1", *QUICK, "model=mlp", "model.width=32", "model.depth=choice(1,2)",
+               f"hydra.sweep.dir={sweep_dir}"]
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.time() + 300
+    while not (sweep_dir / "0" / "results.json").is_file() or not (sweep_dir / "1").is_dir():
+        assert time.time() < deadline and first.poll() is None, "the search never reached its second trial"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # killed in the middle of trial 1
+    first.wait()
+    finished_before = (sweep_dir / "0" / "results.json").stat().st_mtime_ns
+    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+    interrupted = optuna.load_study(study_name="cnnlab", storage=storage).trials[1]
+    assert interrupted.state == optuna.trial.TrialState.RUNNING
+
+    resumed = run_cli(*command[3:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Continuing study cnnlab: 1 of 4 trials already finished" in resumed.stdout + resumed.stderr
+    trials = optuna.load_study(study_name="cnnlab", storage=storage).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and complete[0].number == 0  # trial 0 was not run again ...
+    assert (sweep_dir / "0" / "results.json").stat().st_mtime_ns == finished_before
+    assert trials[2].params == interrupted.params  # ... and the interrupted one was asked again first
+    assert (sweep_dir / "optuna_best.yaml").is_file() and (sweep_dir / "summary.md").is_file()

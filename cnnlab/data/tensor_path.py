@@ -61,11 +61,14 @@ def decode(dataset: Dataset, channels: int) -> ImageTensors:
     return ImageTensors(images.contiguous().to(torch.uint8), labels)
 
 
+CACHE_FORMAT = 2  # bump when the stored layout changes, so older cache files are rebuilt rather than misread
+
+
 def _fingerprint(spec: Mapping[str, Any], src: Source) -> str:
     folder = src.folder(Path(spec["root"]).resolve()) if spec["root"] else Path(spec["name"])
     stats = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.glob("*") if p.is_file()) \
         if folder.is_dir() else []
-    return hashlib.sha1(repr((spec["name"], str(folder), stats)).encode()).hexdigest()[:12]
+    return hashlib.sha1(repr((CACHE_FORMAT, spec["name"], str(folder), stats)).encode()).hexdigest()[:12]
 
 
 def cache_path(spec: Mapping[str, Any], src: Source, split: str) -> Path:
@@ -76,8 +79,11 @@ def cache_path(spec: Mapping[str, Any], src: Source, split: str) -> Path:
 def load_cached(path: Path) -> tuple[ImageTensors, list[str]] | None:
     if not path.is_file():
         return None
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    return ImageTensors(stored["images"], stored["labels"]), stored["classes"]
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        return ImageTensors(stored["images"], stored["labels"]), stored["classes"]
+    except Exception:  # truncated or foreign file: decode again and overwrite it
+        return None
 
 
 def save_cached(path: Path, tensors: ImageTensors, classes: list[str]) -> None:

@@ -1,9 +1,10 @@
 """The model zoo: a name → builder registry of plain ``nn.Module``s.
 
 Every builder takes ``in_channels``, ``num_classes`` and ``image_size`` (filled from the data config) plus
-its own keyword options (the keys of ``conf/model/<name>.yaml``). Two options work for every model:
-``weights`` (a torchvision weights name or a checkpoint file to start from) and ``freeze`` (names of the parts
-whose parameters stay fixed, e.g. ``[features]`` to train only a VGG's classifier).
+its own keyword options (the keys of ``conf/model/<name>.yaml``). Four options work for every model:
+``weights`` (a torchvision weights name or a checkpoint file to start from), ``freeze`` (names of the parts
+whose parameters stay fixed, e.g. ``[features]`` to train only a VGG's classifier), ``channels_last`` and
+``compile``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -37,10 +39,16 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 _INPUT_KEYS = ("in_channels", "num_classes", "image_size")
+COMMON_OPTIONS = ("weights", "freeze", "channels_last", "compile")
+
+
+def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
 
 def create_model(name: str, *, in_channels: int, num_classes: int, image_size: int, weights: str | None = None,
-                 freeze_parts: Sequence[str] = (), **options: Any) -> nn.Module:
+                 freeze_parts: Sequence[str] = (), channels_last: bool = False, compile: bool = False,
+                 **options: Any) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(f"Unknown model '{name}'. Valid models: {', '.join(sorted(MODELS))}.")
     builder = MODELS[name]
@@ -49,13 +57,18 @@ def create_model(name: str, *, in_channels: int, num_classes: int, image_size: i
     if unknown:
         raise ConfigError(
             f"Model '{name}' has no option {', '.join('model.' + k for k in unknown)}. "
-            f"Its options are: {', '.join('model.' + k for k in [*accepted, 'weights', 'freeze'])}."
+            f"Its options are: {', '.join('model.' + k for k in [*accepted, *COMMON_OPTIONS])}."
         )
     net = builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
     if weights:
         load_weights(net, weights)
     if freeze_parts:
         freeze(net, freeze_parts)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        net.register_forward_pre_hook(_to_channels_last)
+    if compile:
+        net.compile()  # in place: parameter names, and so checkpoints, stay those of the plain module
     return net
 
 

@@ -1,2 +1,2 @@
-"""Sweeps: the pool launcher's placement logic lives in hydra_plugins/cnnlab_launcher; this package reads what
-sweeps leave behind (each trial's results.json) and summarises it."""
+"""Sweeps. The pool launcher and the Optuna sweeper live in ``hydra_plugins/cnnlab_sweeps`` (where Hydra finds
+plugins); this package reads what sweeps leave behind (each trial's results.json) and summarises it."""

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PoolLauncherConf:
-    _target_: str = "hydra_plugins.cnnlab_launcher.pool_launcher.PoolLauncher"
+    _target_: str = "hydra_plugins.cnnlab_sweeps.pool_launcher.PoolLauncher"
     # Concurrent trials. null: one per GPU group, or (without GPUs) one per two CPU cores.
     slots: Optional[int] = None
     # GPU ids to place trials on. null: the visible ones (CUDA_VISIBLE_DEVICES or nvidia-smi); []: CPU only.

@@ -1,0 +1,141 @@
+"""``hydra/sweeper=cnnlab_optuna`` (``sweep=optuna`` in cnnlab): Bayesian search with current Optuna.
+
+hydra-optuna-sweeper 1.3 pins optuna<3; this sweeper talks to Optuna's own ask/tell API instead, so any current
+Optuna works. The study is stored in ``<sweep_dir>/optuna.db`` (SQLite), so rerunning the same command on the
+same ``hydra.sweep.dir`` continues the search: finished trials count, and trials a killed search left running are
+asked again first. Each batch of ``n_jobs`` trials goes to the configured launcher (``launcher=pool`` runs them
+concurrently); a trial that fails is told to Optuna as failed and the search goes on.
+
+Search space: ``hydra.sweeper.params`` and sweep overrides on the command line, in Hydra's sweep syntax —
+``interval(a, b)`` (float), ``tag(int, interval(a, b))`` (integer), ``tag(log, interval(a, b))`` (log scale),
+``choice(...)`` and ``range(...)`` (categorical).
+"""
+
+# No `from __future__ import annotations`: see pool_launcher.py.
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.cnnlab_sweeps.optuna_sweeper.OptunaSweeper"
+    metric: str = "val/acc_best"  # a key of results.json; the test split stays out of model selection
+    direction: str = "maximize"
+    n_trials: int = 20
+    n_jobs: int = 2  # trials asked for at once and handed to the launcher together
+    seed: Optional[int] = None
+    study_name: str = "cnnlab"
+    storage: Optional[str] = None  # null: sqlite:///<sweep_dir>/optuna.db
+    params: Dict[str, str] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="cnnlab_optuna", node=OptunaSweeperConf, provider="cnnlab")
+
+INTERRUPTED = "interrupted"
+
+
+def distribution(override: Override) -> Any:
+    """The Optuna distribution for one sweep override."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    sweep = override.value()
+    if isinstance(sweep, IntervalSweep):
+        log_scale = "log" in sweep.tags
+        if "int" in sweep.tags:  # Hydra stores interval bounds as floats, so integers are asked for by tag
+            return IntDistribution(int(sweep.start), int(sweep.end), log=log_scale)
+        return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
+    if isinstance(sweep, (ChoiceSweep, RangeSweep)):
+        return CategoricalDistribution(list(override.sweep_iterator()))
+    raise ValueError(f"{override.input_line}: use interval(...), tag(int, interval(...)), tag(log, interval(...)), "
+                     f"choice(...) or range(...).")
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, metric: str, direction: str, n_trials: int, n_jobs: int, seed: Optional[int],
+                 study_name: str, storage: Optional[str], params: Dict[str, str]) -> None:
+        self.metric, self.direction, self.n_trials, self.n_jobs = metric, direction, n_trials, n_jobs
+        self.seed, self.study_name, self.storage, self.params = seed, study_name, storage, dict(params or {})
+        self.config: Optional[DictConfig] = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def _space(self, arguments: List[str]) -> tuple:
+        parser = OverridesParser.create()
+        fixed, space = [], {}
+        for override in parser.parse_overrides(arguments):
+            if override.is_sweep_override():
+                space[override.get_key_element()] = distribution(override)
+            else:
+                fixed.append(override.input_line)
+        for key, value in self.params.items():
+            if key not in space:
+                space[key] = distribution(parser.parse_override(f"{key}={value}"))
+        if not space:
+            raise ValueError("sweep=optuna needs a search space: hydra.sweeper.params or overrides such as "
+                             "optimizer.lr=tag(log,interval(1e-4,0.1)) data.batch_size=choice(32,64,128).")
+        return fixed, space
+
+    def sweep(self, arguments: List[str]) -> Any:
+        import optuna
+        from optuna.trial import TrialState
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        fixed, space = self._space(arguments)
+        study = optuna.create_study(
+            study_name=self.study_name, storage=self.storage or f"sqlite:///{sweep_dir / 'optuna.db'}",
+            sampler=optuna.samplers.TPESampler(seed=self.seed), direction=self.direction, load_if_exists=True)
+        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # left running by a search that was killed: ask for the same parameters again, first
+            study.enqueue_trial(stale.params)
+            study.tell(stale.number, state=TrialState.FAIL)
+            study.set_user_attr(f"{INTERRUPTED}_{stale.number}", True)
+
+        def finished() -> int:
+            return sum(1 for t in study.get_trials(deepcopy=False)
+                       if t.state == TrialState.COMPLETE
+                       or (t.state == TrialState.FAIL and not study.user_attrs.get(f"{INTERRUPTED}_{t.number}")))
+
+        if finished():
+            log.info("Continuing study %s: %d of %d trials already finished", self.study_name, finished(),
+                     self.n_trials)
+        while finished() < self.n_trials:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - finished()))]
+            jobs = [fixed + [f"{key}={trial.params[key]}" for key in space] for trial in trials]
+            returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+            for trial, ret in zip(trials, returns):
+                outcome = ret.return_value if ret.status == JobStatus.COMPLETED else None
+                value = outcome.get(self.metric) if isinstance(outcome, dict) and \
+                    outcome.get("status") == "completed" else None
+                if value is None:
+                    study.tell(trial, state=TrialState.FAIL)
+                else:
+                    study.tell(trial, float(value))
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        if done:
+            best = study.best_trial
+            best_file = sweep_dir / "optuna_best.yaml"
+            OmegaConf.save(OmegaConf.create({"trial": best.number, self.metric: best.value, "params": best.params}),
+                           best_file)
+            log.info("Best trial #%d: %s = %.4f with %s (%s)", best.number, self.metric, best.value, best.params,
+                     best_file)
+        return None
