@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,62 @@ def test_optuna_search_continues_after_a_kill(tmp_path: Path) -> None:
     assert (sweep_dir / "0" / "results.json").stat().st_mtime_ns == finished_before
     assert trials[2].params == interrupted.params  # ... and the interrupted one was asked again first
     assert (sweep_dir / "optuna_best.yaml").is_file() and (sweep_dir / "summary.md").is_file()
+
+
+def test_slurm_launcher_submits_one_job_per_trial_with_its_gpus(tmp_path: Path, monkeypatch) -> None:
+    """The sbatch script hydra-submitit-launcher would submit for `launcher=slurm` with 2 nodes x 4 GPUs."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from cnnlab.config import builtin_config_dir
+    from cnnlab.config.compose import register
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\n")  # submitit only checks that SLURM's tools exist
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(builtin_config_dir()), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True, overrides=[
+            "launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+            "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4", "hydra.launcher.nodes=2",
+            "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"])
+    GlobalHydra.instance().clear()
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    # the parameter mapping of hydra_submitit_launcher.submitit_launcher.BaseSubmititLauncher.launch
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k if k in base else f"slurm_{k}": v for k, v in launcher.items()
+              if k not in ("_target_", "submitit_folder", "max_num_timeout")}
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "submitit")
+    executor.update_parameters(**params)
+    script = executor._executor._make_submission_file_text("python -m cnnlab train", "trial")
+    for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --partition=gpu", "#SBATCH --time=240"):
+        assert line in script, script
+    assert "srun" in script  # one process per task: what Lightning's SLURM environment expects for DDP
+
+
+def test_submitit_local_executor_runs_the_trials(tmp_path: Path) -> None:
+    result = run_cli("train", "-m", "launcher=submitit_local", *QUICK, "trainer.max_epochs=1", "model=linear",
+                     "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["status"] for r in trials(tmp_path / "sweep").values()] == ["completed", "completed"]
+    assert (tmp_path / "sweep" / "summary.md").is_file()
+
+
+def test_ray_places_trials_on_a_local_cluster_with_two_cpu_slots(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    result = run_cli("train", "-m", "launcher=ray", "hydra.launcher.num_cpus=2", *QUICK, "trainer.max_epochs=1",
+                     "model=linear", "seed=1,2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = trials(tmp_path / "sweep")
+    assert [r["status"] for r in outcome.values()] == ["completed"] * 3
+    spans = sorted((r["started_at"], r["finished_at"]) for r in outcome.values())
+    assert spans[1][0] < spans[0][1] and spans[2][0] >= min(spans[0][1], spans[1][1])  # 2 at once, then the 3rd
+    placements = [json.loads((tmp_path / "sweep" / n / "trial.json").read_text())["placement"] for n in outcome]
+    assert all(p["node"] and p["gpus"] == [] for p in placements)
