@@ -74,6 +74,8 @@ class _TrainTask:
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         overrides = list(hydra_cfg.overrides.task)
+        if cfg.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            cfg.group = Path(hydra_cfg.sweep.dir).name  # one W&B group per sweep, whichever launcher runs it
         try:
             from cnnlab.run import train  # torch and Lightning load here, after the config is known to be valid
 

@@ -59,6 +59,15 @@ def run_name(overrides: Sequence[str]) -> str | None:
     return ",".join(o for o in overrides if not o.startswith("hydra")) or None
 
 
+def _close_progress_bars(trainer: pl.Trainer | None) -> None:
+    """A run that fails mid-epoch leaves tqdm's bars open; tqdm would redraw them at exit, after the run dir."""
+    bar = trainer.progress_bar_callback if trainer is not None else None
+    for name in ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar"):
+        progress = getattr(bar, name, None)
+        if progress is not None:
+            progress.close()
+
+
 def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Fit and test ``cfg`` in ``run_dir``. Writes ``results.json`` and ``curves.png`` even when the run fails."""
     record = RunRecord(run_dir, overrides)
@@ -67,6 +76,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
     throughput = TrainThroughput()
     loggers: list = []
     checkpoints: dict[str, str] = {}
+    trainer: pl.Trainer | None = None
     failed = True
     try:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -99,6 +109,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
         failed = False
         return record.data
     except BaseException as err:
+        _close_progress_bars(trainer)
         record.fail(getattr(err, "user_message", None) or f"{type(err).__name__}: {err}")
         raise
     finally:

@@ -83,7 +83,7 @@ def test_team_recipe_folder(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["model=lenet6"], ["Unknown model 'lenet6'", "Did you mean model=lenet5?", "lecun1989, lenet5, linear, mlp"]),
+        (["model=lenet6"], ["Unknown model 'lenet6'", "Did you mean model=lenet5?", "lecun1989, lenet5, lenet5_bn, linear, mlp"]),
         (["optimizer.lrr=0.1"], ["Unknown config key 'optimizer.lrr'", "Did you mean optimizer.lr=0.1?",
                                  "+optimizer.lrr=0.1"]),
         (["data.batch_size=abc"], ["data.batch_size", "must be an integer", "'abc'"]),
