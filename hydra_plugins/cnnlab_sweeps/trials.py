@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -56,9 +57,12 @@ def run_process(trial: Trial, line: List[str], env: Dict[str, str], placement: A
     """Run the trial's process to the end (console output to console.log) and return its outcome."""
     trial.run_dir.mkdir(parents=True, exist_ok=True)
     (trial.run_dir / "results.json").unlink(missing_ok=True)
-    (trial.run_dir / "trial.json").write_text(json.dumps({"overrides": trial.overrides, "placement": placement}))
+    marker = {"overrides": trial.overrides, "placement": placement, "launched_at": time.time()}
+    (trial.run_dir / "trial.json").write_text(json.dumps(marker))
     with open(trial.run_dir / "console.log", "w") as console:
         code = subprocess.run(line, env=env, stdout=console, stderr=subprocess.STDOUT).returncode
+    marker["ended_at"] = time.time()  # the process's lifetime: what "running at the same time" means for slots
+    (trial.run_dir / "trial.json").write_text(json.dumps(marker))
     results = trial.run_dir / "results.json"
     if results.is_file():
         return json.loads(results.read_text())
