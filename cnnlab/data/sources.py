@@ -164,8 +164,8 @@ def _not_found(spec: Mapping[str, Any], src: Source, download: bool, err: Except
         how = (f"Downloading it failed ({err}); check the network connection, or copy the files there by hand and "
                f"run with data.download=false")
     elif src.is_folder:
-        how = (f"({err}). Put your images in class folders there, or point data.root at the folder that holds "
-               f"them")
+        how = (f"Put your images in class folders there, or point data.root at the folder that holds them "
+               f"({err})")
     else:
         how = ("Download is off: point data.root at a folder that already holds the dataset in torchvision's "
                "layout, or run once with internet and data.download=true to fetch it")

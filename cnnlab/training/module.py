@@ -16,10 +16,10 @@ from cnnlab.training.optim import build_optimizer, build_schedule
 TOP5_MIN_CLASSES = 6  # top-5 accuracy is only informative with more than five classes
 
 
-def _accuracies(num_classes: int, prefix: str) -> MetricCollection:
+def _accuracies(num_classes: int, prefix: str, top5: bool = True) -> MetricCollection:
     # validate_args=False: the inputs are our own logits and labels; checking them costs more than the update.
     metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)}
-    if num_classes >= TOP5_MIN_CLASSES:
+    if top5 and num_classes >= TOP5_MIN_CLASSES:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", validate_args=False)
     return MetricCollection(metrics, prefix=prefix)
 
@@ -46,7 +46,8 @@ class ImageClassifier(pl.LightningModule):
     """Trains ``model`` to map images to class scores.
 
     Logs, once per epoch, ``train/loss_epoch``, ``val/loss``, ``test/loss`` and ``{train,val,test}/acc`` (top-1,
-    a fraction), plus ``/acc_top5`` with six or more classes; and ``train/loss`` every ``log_every_n_steps``.
+    a fraction), plus ``{val,test}/acc_top5`` with six or more classes; and ``train/loss`` every
+    ``log_every_n_steps``.
     Metrics accumulate in tensors between those points: a ``self.log`` per batch would cost more than a small
     network's whole training step. The optimizer, scheduler and loss are plain mappings with the keys of their
     config groups.
@@ -65,7 +66,7 @@ class ImageClassifier(pl.LightningModule):
         self.model = model
         self.criterion = build_loss(loss["name"], num_classes, loss["label_smoothing"])
         self.l1 = loss["l1"]
-        self.train_metrics = _accuracies(num_classes, "train/")
+        self.train_metrics = _accuracies(num_classes, "train/", top5=False)  # a top-k per step for nobody to read
         self.val_metrics = _accuracies(num_classes, "val/")
         self.test_metrics = _accuracies(num_classes, "test/")
         self.losses = {"train": EpochMean(), "val": EpochMean(), "test": EpochMean()}
