@@ -45,14 +45,8 @@ class RunRecord:
     def write(self) -> Path:
         self.data["finished_at"] = _now()
         path = self.run_dir / RESULTS_FILE
-        path.write_text(json.dumps(self.data, indent=2, default=_json_default) + "\n")
+        path.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
         return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path) -> Path | None:
