@@ -61,38 +61,33 @@ def _log_traceback_to_file(err: BaseException) -> None:
             handler.handle(record)
 
 
-class _TrainTask:
-    """Hydra's task function for ``cnnlab train``; keeps count of failed runs so a sweep can finish first."""
+def _train_task(cfg: DictConfig) -> dict:
+    """Hydra's task function for ``cnnlab train``. In a sweep a failed run is reported and returned, not raised,
+    so the other trials still run; the sweep summary then sets the exit status."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    def __init__(self) -> None:
-        self.failed: list[str] = []
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    if cfg.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
+        cfg.group = Path(hydra_cfg.sweep.dir).name  # one W&B group per sweep, whichever launcher runs it
+    try:
+        from cnnlab.run import train  # torch and Lightning load here, after the config is known to be valid
 
-    def __call__(self, cfg: DictConfig) -> dict:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hydra_cfg = HydraConfig.get()
-        run_dir = Path(hydra_cfg.runtime.output_dir)
-        overrides = list(hydra_cfg.overrides.task)
-        if cfg.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
-            cfg.group = Path(hydra_cfg.sweep.dir).name  # one W&B group per sweep, whichever launcher runs it
-        try:
-            from cnnlab.run import train  # torch and Lightning load here, after the config is known to be valid
-
-            results = train(cfg, run_dir, overrides)
-            log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
-                     results.get("test/acc_top5", "n/a"), results.get("epochs", 0), results.get("train_time_s", 0))
-        except (Exception, KeyboardInterrupt) as err:
-            results = {"status": "failed", "error": getattr(err, "user_message", None) or str(err)}
-            self.failed.append(str(run_dir))
-            if not isinstance(err, CnnlabError):
-                _log_traceback_to_file(err)
-            _report("train", err)
-            if hydra_cfg.mode != RunMode.MULTIRUN:
-                print(run_dir)
-                raise SystemExit(1) from None
-        print(run_dir)
-        return results  # what a sweeper (Optuna) reads as the trial's outcome
+        results = train(cfg, run_dir, overrides)
+        log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
+                 results.get("test/acc_top5", "n/a"), results.get("epochs", 0), results.get("train_time_s", 0))
+    except (Exception, KeyboardInterrupt) as err:
+        results = {"status": "failed", "error": getattr(err, "user_message", None) or str(err)}
+        if not isinstance(err, CnnlabError):
+            _log_traceback_to_file(err)
+        _report("train", err)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            print(run_dir)
+            raise SystemExit(1) from None
+    print(run_dir)
+    return results  # what a sweeper (Optuna) reads as the trial's outcome
 
 
 def _train(args: Sequence[str]) -> int:
@@ -103,17 +98,16 @@ def _train(args: Sequence[str]) -> int:
 
     check_command_line(args)
     register()
-    task = _TrainTask()
     sys.argv = ["cnnlab train", *args]
-    hydra.main(config_path=str(builtin_config_dir()), config_name=CONFIG_NAME, version_base=HYDRA_VERSION_BASE)(task)()
+    hydra.main(config_path=str(builtin_config_dir()), config_name=CONFIG_NAME,
+               version_base=HYDRA_VERSION_BASE)(_train_task)()
     from cnnlab.sweeps.callback import SweepSummaryCallback
 
     sweep = SweepSummaryCallback.last_summary
-    if sweep is not None:
-        print(sweep.sweep_dir / "summary.md")
-        failed = [str(t.run_dir) for t in sweep.failed]
-    else:
-        failed = task.failed
+    if sweep is None:  # a single run: it raised SystemExit itself if it failed
+        return 0
+    print(sweep.sweep_dir / "summary.md")
+    failed = [str(t.run_dir) for t in sweep.failed]
     if failed:
         print(f"cnnlab train: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -80,8 +80,14 @@ class ImageDataModule(pl.LightningDataModule):
         return len(self.classes)  # type: ignore[arg-type]
 
     def prepare_data(self) -> None:
-        if self.spec["download"]:
+        if self.spec["download"] and not self._cache_complete():
             load_splits(self.spec, download=True)
+
+    def _cache_paths(self) -> list:
+        return [cache_path(self.spec, self.source, split) for split in ("train", "test")]
+
+    def _cache_complete(self) -> bool:
+        return self.pipeline == "tensor" and all(p.is_file() for p in self._cache_paths())
 
     def setup(self, stage: str | None = None) -> None:
         if self.classes is not None:
@@ -124,7 +130,7 @@ class ImageDataModule(pl.LightningDataModule):
     # --- in-memory tensor path -------------------------------------------------------------------------------
 
     def _decoded(self) -> tuple[ImageTensors, ImageTensors, list[str]]:
-        paths = [cache_path(self.spec, self.source, split) for split in ("train", "test")]
+        paths = self._cache_paths()
         cached = [load_cached(p) for p in paths]
         if cached[0] is not None and cached[1] is not None:
             return cached[0][0], cached[1][0], cached[0][1]

@@ -18,7 +18,7 @@ from cnnlab.record import RESULTS_FILE
 
 METRICS = ("test/acc", "test/acc_top5", "val/acc_best", "epochs", "train_time_s")
 TARGET = "test/acc"
-IGNORED_AXES = ("seed", "group", "hydra.")
+NOT_AXES = ("group",)  # set per sweep by the launchers, the same for every trial
 
 
 @dataclass
@@ -54,7 +54,7 @@ class SweepSummary:
 
 def _overrides(results: dict[str, Any]) -> dict[str, str]:
     pairs = (o.lstrip("+~").split("=", 1) for o in results.get("overrides", []) if "=" in o)
-    return {k: v for k, v in pairs if not k.startswith(IGNORED_AXES[2])}
+    return {k: v for k, v in pairs if not k.startswith("hydra.")}
 
 
 def load_sweep(sweep_dir: Path) -> SweepSummary:
@@ -70,7 +70,7 @@ def load_sweep(sweep_dir: Path) -> SweepSummary:
         trials.append(Trial(run_dir, results))
     every = [_overrides(t.results) for t in trials]
     keys = sorted({k for o in every for k in o})
-    axes = [k for k in keys if len({o.get(k) for o in every}) > 1 and k != "group"]
+    axes = [k for k in keys if len({o.get(k) for o in every}) > 1 and k not in NOT_AXES]
     for trial, overrides in zip(trials, every):
         trial.axes = {k: overrides.get(k, "") for k in axes}
     return SweepSummary(sweep_dir, trials, axes)

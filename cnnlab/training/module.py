@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
-import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
