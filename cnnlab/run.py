@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -23,7 +24,8 @@ from cnnlab.record import CURVES_FILE, RunRecord, plot_curves
 from cnnlab.tracking.loggers import build_loggers, finish_wandb, log_run_config
 from cnnlab.tracking.provenance import git_commit
 from cnnlab.training import ImageClassifier
-from cnnlab.training.callbacks import DivergenceGuard, EpochHistory, StoreRunConfig, TrainThroughput
+from cnnlab.training.callbacks import DivergenceGuard, EpochHistory
+from cnnlab.training.module import RUN_CONFIG_KEY
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,16 @@ if logging.getLogger().hasHandlers():
     logging.getLogger("lightning").handlers.clear()
 # Lightning 2.6 calls a torch.utils._pytree API that newer torch deprecates, once per batch: noise for users.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Short epochs (the digits default has 23 batches) would warn that they log no per-step loss; every epoch's
+# metrics are logged anyway, so the advice to log more often would only cost speed.
+warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
-def build_classifier(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifier:
-    """The LightningModule for ``cfg``; fills ``data.num_classes`` from the data when the config leaves it null."""
+def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config: bool = False) -> ImageClassifier:
+    """The LightningModule for ``cfg``; fills ``data.num_classes`` from the data when the config leaves it null.
+
+    With ``store_config`` (a run inside Hydra) its checkpoints keep the resolved ``cfg``, for ``cnnlab eval``.
+    """
     if cfg.data.num_classes is None:
         with open_dict(cfg):
             cfg.data.num_classes = datamodule.num_classes
@@ -46,7 +54,18 @@ def build_classifier(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClass
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        run_config=OmegaConf.to_container(cfg, resolve=True) if store_config else None,
     )
+
+
+def _stop_probing_nvml_on_cpu(trainer: pl.Trainer) -> None:
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import, so that looking for GPUs never initialises CUDA
+    (forked DDP workers could not use it then). torch then asks NVML again on every ``torch.cuda.is_available()``
+    until CUDA is initialised, and optimizers call that on every step: ~30 µs each, a few percent of a small
+    network's step. A run that trains on the CPU never initialises CUDA, so it gets torch's cached answer instead.
+    """
+    if not isinstance(trainer.accelerator, CUDAAccelerator):
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
 def _trainer_options(cfg: DictConfig) -> dict[str, Any]:
@@ -73,7 +92,6 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
     record = RunRecord(run_dir, overrides)
     record.update(git=git_commit())
     history = EpochHistory()
-    throughput = TrainThroughput()
     loggers: list = []
     checkpoints: dict[str, str] = {}
     trainer: pl.Trainer | None = None
@@ -83,22 +101,22 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
         datamodule = build_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        classifier = build_classifier(cfg, datamodule)
+        classifier = build_classifier(cfg, datamodule, store_config=True)
         record.update(params=sum(p.numel() for p in classifier.model.parameters()))
-        resolved = OmegaConf.to_container(cfg, resolve=True)
         loggers = build_loggers(cfg.logger, run_name(overrides) or run_dir.name)
-        log_run_config(loggers, resolved)
+        log_run_config(loggers, classifier.run_config)
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer = pl.Trainer(
             **_trainer_options(cfg),
             logger=loggers or False,
-            callbacks=[*callbacks, DivergenceGuard(), history, throughput, StoreRunConfig(resolved)],
+            callbacks=[*callbacks, DivergenceGuard(), history],
             default_root_dir=str(run_dir),
         )
+        _stop_probing_nvml_on_cpu(trainer)
         started = time.perf_counter()
         trainer.fit(classifier, datamodule=datamodule)
         record.update(train_time_s=round(time.perf_counter() - started, 3), epochs=len(history.rows),
-                      train_images_per_s=throughput.images_per_second)
+                      train_images_per_s=history.images_per_second)
         saver = trainer.checkpoint_callback
         best = saver.best_model_path if saver else ""
         checkpoints = {alias: path for alias, path in (("best", best), ("last", saver.last_model_path if saver else ""))
@@ -132,10 +150,10 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
         raise ConfigError(f"No checkpoint at {path}. Pass ckpt_path=<run_dir>/checkpoints/<file>.ckpt of a finished "
                           f"run.")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if StoreRunConfig.KEY not in checkpoint:
+    if RUN_CONFIG_KEY not in checkpoint:
         raise ConfigError(f"{path} was not written by cnnlab train (it holds no run config), so it cannot be "
                           f"re-evaluated here.")
-    cfg = OmegaConf.create(checkpoint[StoreRunConfig.KEY])
+    cfg = OmegaConf.create(checkpoint[RUN_CONFIG_KEY])
     OmegaConf.set_struct(cfg, True)
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group

@@ -55,6 +55,7 @@ class SGDConfig:
     dampening: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0  # L2 penalty
+    fused: Optional[bool] = None  # null: torch's fused kernel when the parameters suit it
 
 
 @dataclass
@@ -65,6 +66,7 @@ class AdamConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     amsgrad: bool = False
+    fused: Optional[bool] = None  # null: torch's fused kernel when the parameters suit it
 
 
 @dataclass

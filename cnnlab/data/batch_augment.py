@@ -169,7 +169,7 @@ class BatchPipeline:
         self.on_normalised = [(ON_NORMALISED[k], dict(v or {})) for k, v in augmentation.items() if k in ON_NORMALISED]
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
-        # uint8 → normalised float in one multiply-add: (x / 255 - mean) / std
+        # uint8 → normalised float in one in-place multiply and add: (x / 255 - mean) / std
         self.scale = 1.0 / (255.0 * self.std)
         self.shift = -self.mean / self.std
         for fn, options in self.on_images + self.on_normalised:  # reject unknown options now, not mid-epoch
@@ -189,7 +189,7 @@ class BatchPipeline:
                 x = fn(x, **options)
             x = x.sub_(self.mean).div_(self.std)
         else:
-            x = torch.addcmul(self.shift, images.float(), self.scale)
+            x = images.to(torch.float32, copy=True).mul_(self.scale).add_(self.shift)
         if train:
             for fn, options in self.on_normalised:
                 x = fn(x, **options)

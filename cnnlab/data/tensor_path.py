@@ -125,4 +125,5 @@ class TensorBatches:
         order = order.to(self.data.images.device)
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
-            yield self.data.images[index], self.data.labels[index]
+            # index_select: several times faster than advanced indexing for a batch of whole rows
+            yield self.data.images.index_select(0, index), self.data.labels.index_select(0, index)

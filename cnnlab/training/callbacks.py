@@ -8,18 +8,24 @@ from typing import Any, Mapping
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from cnnlab.errors import TrainingDivergedError
 
 
 class DivergenceGuard(pl.Callback):
-    """Stops training with a clear error as soon as the training loss is NaN or infinite.
+    """Stops training with a clear error once the training loss is NaN or infinite.
 
-    Checkpoints already written stay on disk: the error is raised before anything else is saved.
+    Reading the loss on the host every step would stall a GPU every step, so it is read every
+    ``trainer.log_every_n_steps`` steps (when logging reads it anyway) and at the end of each epoch, before
+    validation and checkpointing. That misses nothing: a non-finite loss makes the weights non-finite, and every
+    later loss with them. Checkpoints already written stay on disk.
     """
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        if trainer.global_step % trainer.log_every_n_steps and not trainer.is_last_batch:
+            return
         loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
         if loss is None or torch.isfinite(loss).all():
             return
@@ -27,73 +33,92 @@ class DivergenceGuard(pl.Callback):
         saved = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
         kept = f" Checkpoints written so far are kept in {saved}." if saved else ""
         raise TrainingDivergedError(
-            f"Training diverged: the loss became {loss.item()} at epoch {trainer.current_epoch}, step "
+            f"Training diverged: the loss became {loss.item()} by epoch {trainer.current_epoch}, step "
             f"{trainer.global_step} (learning rate {lr:.3g}). Lower optimizer.lr, clip gradients "
             f"(trainer.gradient_clip_val=1.0) or warm the rate up (scheduler.warmup=1).{kept}"
         )
 
 
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm progress bar, redrawn every ``min_interval`` seconds and at the end of each epoch.
+
+    Lightning redraws every ``refresh_rate`` batches whatever a batch costs: a redraw (~0.5 ms) every few batches
+    slows a small network on a CPU by several percent, while for a big one the bar would hardly move.
+    """
+
+    def __init__(self, min_interval: float = 0.5, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=1, process_position=process_position, leave=leave)
+        self.min_interval = min_interval
+        self._last_redraw = -math.inf
+
+    def _should_update(self, current: int, total: int) -> bool:
+        if not self.is_enabled:
+            return False
+        now = time.monotonic()
+        if current == total or now - self._last_redraw >= self.min_interval:
+            self._last_redraw = now
+            return True
+        return False
+
+
 class EpochHistory(pl.Callback):
-    """Keeps one row per finished epoch: train/val loss and accuracy, and the learning rate."""
+    """One row per finished epoch (train/val loss and accuracy, learning rate, training images per second), and
+    the training speed of the whole run.
+
+    Speed counts only the training batches, not validation, checkpoints or logging between epochs: the figure
+    the benchmarks compare with a hand-written loop.
+    """
 
     KEYS = {"train/loss": "train/loss_epoch", "train/acc": "train/acc", "val/loss": "val/loss", "val/acc": "val/acc"}
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
+        self.images = 0
+        self.seconds = 0.0
+        self._epoch_images = 0
+        self._epoch_seconds = 0.0
+        self._started: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_images, self._epoch_seconds = 0, 0.0
+        self._started = time.perf_counter()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._started is None:  # training resumes after a validation inside the epoch (val_check_interval)
+            self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._epoch_images += len(batch[1])
+
+    def _stop_clock(self) -> None:
+        if self._started is not None:
+            self._epoch_seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_clock()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_clock()
+        self.images += self._epoch_images
+        self.seconds += self._epoch_seconds
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
         for name, key in self.KEYS.items():
             if key in metrics:
                 row[name] = float(metrics[key])
+        if self._epoch_seconds:
+            row["train_images_per_s"] = round(self._epoch_images / self._epoch_seconds, 1)
         self.rows.append(row)
 
     def best(self, key: str) -> float | None:
         values = [r[key] for r in self.rows if key in r and not math.isnan(r[key])]
         return max(values) if values else None
 
-
-class TrainThroughput(pl.Callback):
-    """Training images per second, counting only the training batches (not validation, checkpoints, logging
-    between epochs): the figure the benchmarks compare with a hand-written loop."""
-
-    def __init__(self) -> None:
-        self.images = 0
-        self.seconds = 0.0
-        self._started: float | None = None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._started = time.perf_counter()
-
-    def _stop(self) -> None:
-        if self._started is not None:
-            self.seconds += time.perf_counter() - self._started
-            self._started = None
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        self.images += len(batch[1])
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop()
-
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
 
 
-class StoreRunConfig(pl.Callback):
-    """Saves the run's resolved config inside every checkpoint, so ``cnnlab eval`` needs nothing else."""
-
-    KEY = "cnnlab_config"
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
-        checkpoint[self.KEY] = self.config

@@ -15,16 +15,20 @@ from cnnlab.training.optim import build_optimizer, build_schedule
 TOP5_MIN_CLASSES = 6  # top-5 accuracy is only informative with more than five classes
 
 
-def _accuracies(num_classes: int, prefix: str, top5: bool = True) -> MetricCollection:
+RUN_CONFIG_KEY = "cnnlab_config"  # where checkpoints keep the run's resolved config, for ``cnnlab eval``
+
+
+def _accuracies(num_classes: int, prefix: str) -> MetricCollection:
     # validate_args=False: the inputs are our own logits and labels; checking them costs more than the update.
     metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)}
-    if top5 and num_classes >= TOP5_MIN_CLASSES:
+    if num_classes >= TOP5_MIN_CLASSES:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", validate_args=False)
     return MetricCollection(metrics, prefix=prefix)
 
 
 class EpochMean:
-    """Running sum of a per-batch value, weighted by batch size; plain tensors, so no per-step logging cost."""
+    """Running mean of a per-batch value, weighted by batch size, in plain tensors: no per-step logging cost and
+    no host-device sync until the epoch ends."""
 
     def __init__(self) -> None:
         self.total: Tensor | None = None
@@ -48,8 +52,10 @@ class ImageClassifier(pl.LightningModule):
     a fraction), plus ``{val,test}/acc_top5`` with six or more classes; and ``train/loss`` every
     ``log_every_n_steps``.
     Metrics accumulate in tensors between those points: a ``self.log`` per batch would cost more than a small
-    network's whole training step. The optimizer, scheduler and loss are plain mappings with the keys of their
-    config groups.
+    network's whole training step, and so would a torchmetrics update, which is why training top-1 is a running
+    mean (validation and test use torchmetrics, for top-5 and DDP reduction). The optimizer, scheduler and loss
+    are plain mappings with the keys of their config groups; ``run_config``, when given, is saved in every
+    checkpoint under ``RUN_CONFIG_KEY`` so that ``cnnlab eval`` needs nothing but the file.
     """
 
     def __init__(
@@ -59,20 +65,21 @@ class ImageClassifier(pl.LightningModule):
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any],
         loss: Mapping[str, Any],
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "run_config"])
         self.model = model
         self.criterion = build_loss(loss["name"], num_classes, loss["label_smoothing"])
         self.l1 = loss["l1"]
-        self.train_metrics = _accuracies(num_classes, "train/", top5=False)  # a top-k per step for nobody to read
+        self.run_config = dict(run_config) if run_config is not None else None
+        self.train_accuracy = EpochMean()
         self.val_metrics = _accuracies(num_classes, "val/")
         self.test_metrics = _accuracies(num_classes, "test/")
         self.losses = {"train": EpochMean(), "val": EpochMean(), "test": EpochMean()}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
-
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -88,20 +95,27 @@ class ImageClassifier(pl.LightningModule):
             loss = self.criterion(logits, labels)
         if self.l1:
             loss = loss + self.l1 * l1_penalty(self.model)
-        self.train_metrics.update(logits.detach(), labels)
+        self.train_accuracy.update((logits.detach().argmax(1) == labels).float().mean(), len(labels))
         self.losses["train"].update(loss, len(labels))
-        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes logs on
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         if self.trainer.is_last_batch:
-            self._log_epoch("train", self.train_metrics, loss_name="train/loss_epoch")
+            # Every rank sees as many images, so the mean of the ranks' means is the mean over all of them.
+            accuracy = self.train_accuracy.pop()
+            if accuracy is not None:
+                self.log("train/acc", accuracy, on_step=False, on_epoch=True, sync_dist=True)
+            self._log_loss("train", "train/loss_epoch")
         return loss
+
+    def _log_loss(self, stage: str, name: str) -> None:
+        mean = self.losses[stage].pop()
+        if mean is not None:
+            self.log(name, mean, on_step=False, on_epoch=True, sync_dist=True, prog_bar=stage == "val")
 
     def _log_epoch(self, stage: str, metrics: MetricCollection, loss_name: str) -> None:
         values = metrics.compute()  # torchmetrics reduces across DDP processes itself
         metrics.reset()
-        mean = self.losses[stage].pop()
-        if mean is not None:
-            self.log(loss_name, mean, on_step=False, on_epoch=True, sync_dist=True, prog_bar=stage == "val")
+        self._log_loss(stage, loss_name)
         self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage == "val")
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> None:
@@ -122,10 +136,16 @@ class ImageClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics, loss_name="test/loss")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint[RUN_CONFIG_KEY] = self.run_config
+
     def configure_optimizers(self) -> Any:
         # Frozen layers (model.freeze) are left out, so weight decay does not shrink them either.
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(trainable, self.hparams.optimizer)
+        mixed_precision = str(self.trainer.precision).endswith("-mixed")
+        clipping = bool(self.trainer.gradient_clip_val)
+        optimizer = build_optimizer(trainable, self.hparams.optimizer, fused_allowed=not (mixed_precision and clipping))
         schedule = self.hparams.scheduler
         total = self.trainer.max_epochs if schedule["interval"] == "epoch" else self.trainer.estimated_stepping_batches
         lr_scheduler = build_schedule(optimizer, schedule, int(total))

@@ -17,13 +17,34 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], config: Mapping[str, Any]) -> torch.optim.Optimizer:
+def _fusable(params: list[torch.nn.Parameter]) -> bool:
+    """Whether torch's fused optimizer kernels take these parameters (floating point, on the CPU or a CUDA GPU)."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], config: Mapping[str, Any], fused_allowed: bool = True
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config``.
+
+    ``fused: null`` (the default) picks torch's fused kernel where the optimizer has one (SGD, Adam, AdamW) and
+    the parameters suit it: one kernel per step instead of a dozen small operations per parameter tensor, the
+    same update up to floating-point rounding. ``fused_allowed=False`` (gradient clipping under mixed precision,
+    which fused kernels do not support in Lightning) keeps torch's default implementation.
+    """
     options = dict(config)
     name = options.pop("name")
     if name not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimizer '{name}'. Valid optimizers: {', '.join(OPTIMIZERS)}.")
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
+    params = list(params)
+    if "fused" in options and options["fused"] is None:
+        options["fused"] = fused_allowed and _fusable(params)
+    elif options.get("fused") and not fused_allowed:
+        raise ConfigError("optimizer.fused=true cannot be combined with trainer.gradient_clip_val under mixed "
+                          "precision: the fused kernel unscales gradients itself, so Lightning cannot clip them. Set "
+                          "optimizer.fused=false, or drop the clipping.")
     return OPTIMIZERS[name](params, **options)
 
 

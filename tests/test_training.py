@@ -1,0 +1,93 @@
+"""The training module and cnnlab's callbacks in process: optimizer kernels, progress bar, epoch history."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from cnnlab import build_datamodule, compose_config
+from cnnlab.errors import ConfigError
+from cnnlab.run import build_classifier, train
+from cnnlab.training.callbacks import EpochHistory, ProgressBar
+from cnnlab.training.optim import build_optimizer
+
+ADAM = {"name": "adam", "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
+
+
+def _fused(optimizer: torch.optim.Optimizer) -> bool:
+    return bool(optimizer.defaults.get("fused"))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_fused_kernels_are_the_default_where_torch_has_them(name: str) -> None:
+    cfg = compose_config([f"optimizer={name}"])
+    params = torch.nn.Linear(4, 2).parameters()
+    assert _fused(build_optimizer(params, dict(cfg.optimizer)))
+
+
+def test_fused_kernels_can_be_turned_off_and_are_left_out_when_unsupported() -> None:
+    layer = torch.nn.Linear(4, 2)
+    assert not _fused(build_optimizer(layer.parameters(), {**ADAM, "fused": False}))
+    assert not _fused(build_optimizer(layer.parameters(), {**ADAM, "fused": None}, fused_allowed=False))
+    assert not _fused(build_optimizer(torch.nn.Linear(4, 2, device="meta").parameters(), {**ADAM, "fused": None}))
+    rmsprop = dict(compose_config(["optimizer=rmsprop"]).optimizer)
+    assert "fused" not in rmsprop  # torch has no fused RMSprop: the option does not exist
+    build_optimizer(layer.parameters(), rmsprop)
+
+
+def test_fused_with_clipping_under_mixed_precision_is_explained() -> None:
+    with pytest.raises(ConfigError, match="optimizer.fused=false"):
+        build_optimizer(torch.nn.Linear(4, 2).parameters(), {**ADAM, "fused": True}, fused_allowed=False)
+
+
+def test_fused_and_unfused_adam_take_the_same_steps() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    weights = []
+    for fused in (False, True):
+        layer = torch.nn.Linear(4, 2)
+        layer.load_state_dict({"weight": torch.ones(2, 4), "bias": torch.zeros(2)})
+        optimizer = build_optimizer(layer.parameters(), {**ADAM, "fused": fused})
+        for _ in range(20):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(layer(x), y).backward()
+            optimizer.step()
+        weights.append(layer.weight.detach())
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+def test_progress_bar_redraws_by_time_and_at_the_end_of_an_epoch() -> None:
+    bar = ProgressBar(min_interval=3600)
+    assert bar._should_update(1, 100)  # the first batch draws the bar
+    assert not any(bar._should_update(n, 100) for n in range(2, 100))  # within the hour: no redraw
+    assert bar._should_update(100, 100)  # the epoch's last batch always does
+    eager = ProgressBar(min_interval=0)
+    assert all(eager._should_update(n, 100) for n in range(1, 101))
+
+
+def test_a_short_fit_records_history_speed_and_training_accuracy() -> None:
+    cfg = compose_config(["data.batch_size=64", "trainer.max_epochs=2"])
+    datamodule = build_datamodule(cfg)
+    classifier = build_classifier(cfg, datamodule)
+    history = EpochHistory()
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[history])
+    trainer.fit(classifier, datamodule=datamodule)
+    assert [r["epoch"] for r in history.rows] == [1, 2]
+    for row in history.rows:
+        assert 0.0 <= row["train/acc"] <= 1.0 and row["train/loss"] > 0 and row["train_images_per_s"] > 0
+    assert history.rows[1]["train/acc"] > history.rows[0]["train/acc"]
+    assert history.images == 2 * len(datamodule.train_set)
+    assert history.images_per_second == pytest.approx(history.images / history.seconds)
+
+
+def test_a_cpu_run_stops_asking_nvml_for_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as `import lightning` leaves it
+    cfg = compose_config(["trainer.max_epochs=1", "trainer.enable_model_summary=false",
+                          f"logger.csv.save_dir={tmp_path}", f"callbacks.model_checkpoint.dirpath={tmp_path}"])
+    assert train(cfg, tmp_path)["status"] == "completed"
+    assert "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
