@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from omegaconf import DictConfig
 
@@ -180,5 +182,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _exit_without_teardown(status: int) -> NoReturn:
+    """Exit the way the interpreter would, minus freeing, one by one, every object torch and Lightning created.
+
+    That teardown takes ~0.8 s per command, as long as a short training run's validation. Everything a command
+    writes has been written and closed when it returns; what still has to happen at exit, the atexit handlers
+    (logging's flush, W&B's and multiprocessing's cleanup), runs first. While a thread that is not a daemon is
+    still running, the interpreter's own exit waits for it as usual.
+    """
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def entry_point() -> None:
-    sys.exit(main())
+    _exit_without_teardown(main())
