@@ -8,7 +8,7 @@
 The three run one after another, in rotating order, ``--pairs`` times; the medians of wall time (start, imports,
 data load, train, test), training images/s and peak RSS are printed, then the ratios against the plain loop.
 
-    python benchmarks/bench_train.py --root ../shared/data --pairs 3
+    python benchmarks/bench_train.py --root ../shared/data --pairs 5
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def measure(command: list[str], cwd: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=str(HERE.parent.parent / "shared" / "data"), help="folder holding MNIST/")
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     root = str(Path(args.root).resolve())
