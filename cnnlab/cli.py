@@ -174,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[verb](rest)
+    except BrokenPipeError:  # the reader went away (`cnnlab train --help | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ConfigError as err:
         _report(verb, err)
         return 2
@@ -193,8 +196,11 @@ def _exit_without_teardown(status: int) -> NoReturn:
     if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(status)
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`cnnlab ... | head`) or stream
+            pass
     os._exit(status)
 
 

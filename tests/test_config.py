@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -125,3 +126,14 @@ def test_cli_help_lists_groups(tmp_path) -> None:
     assert result.returncode == 0
     for group in ("model", "optimizer", "data", "augmentation", "experiment"):
         assert group in result.stdout
+
+
+def test_help_piped_into_a_reader_that_has_gone(tmp_path) -> None:
+    """`cnnlab train --help | head -1`, when head has exited before the help is written: a quiet end."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write fails with a broken pipe
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--help"], cwd=tmp_path, stdout=write_end,
+                            stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""

@@ -69,6 +69,19 @@ def test_progress_bar_redraws_by_time_and_at_the_end_of_an_epoch() -> None:
     assert all(eager._should_update(n, 100) for n in range(1, 101))
 
 
+def test_lightning_redraws_the_progress_bar_only_when_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.callbacks.progress import tqdm_progress
+
+    redraws: list[int] = []
+    monkeypatch.setattr(tqdm_progress, "_update_n", lambda bar, n: redraws.append(n))
+    cfg = compose_config(["data.batch_size=64"])
+    datamodule = build_datamodule(cfg)
+    trainer = pl.Trainer(max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, callbacks=[ProgressBar(min_interval=3600)])
+    trainer.fit(build_classifier(cfg, datamodule), datamodule=datamodule)
+    assert redraws == [1, trainer.num_training_batches]  # not once per batch
+
+
 def test_a_short_fit_records_history_speed_and_training_accuracy() -> None:
     cfg = compose_config(["data.batch_size=64", "trainer.max_epochs=2"])
     datamodule = build_datamodule(cfg)
