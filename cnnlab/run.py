@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.accelerators import CUDAAccelerator
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,6 +24,7 @@ from cnnlab.tracking.loggers import build_loggers, finish_wandb, log_run_config
 from cnnlab.tracking.provenance import git_commit
 from cnnlab.training import ImageClassifier
 from cnnlab.training.callbacks import DivergenceGuard, EpochHistory
+from cnnlab.training.cpu import tune_for_cpu
 from cnnlab.training.module import RUN_CONFIG_KEY
 
 log = logging.getLogger(__name__)
@@ -56,16 +56,6 @@ def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config:
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         run_config=OmegaConf.to_container(cfg, resolve=True) if store_config else None,
     )
-
-
-def _stop_probing_nvml_on_cpu(trainer: pl.Trainer) -> None:
-    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import, so that looking for GPUs never initialises CUDA
-    (forked DDP workers could not use it then). torch then asks NVML again on every ``torch.cuda.is_available()``
-    until CUDA is initialised, and optimizers call that on every step: ~30 µs each, a few percent of a small
-    network's step. A run that trains on the CPU never initialises CUDA, so it gets torch's cached answer instead.
-    """
-    if not isinstance(trainer.accelerator, CUDAAccelerator):
-        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
 def _trainer_options(cfg: DictConfig) -> dict[str, Any]:
@@ -112,7 +102,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict
             callbacks=[*callbacks, DivergenceGuard(), history],
             default_root_dir=str(run_dir),
         )
-        _stop_probing_nvml_on_cpu(trainer)
+        tune_for_cpu(trainer)
         started = time.perf_counter()
         trainer.fit(classifier, datamodule=datamodule)
         record.update(train_time_s=round(time.perf_counter() - started, 3), epochs=len(history.rows),
@@ -166,6 +156,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     options = {k: v for k, v in _trainer_options(cfg).items()
                if k in ("accelerator", "devices", "precision", "deterministic", "limit_test_batches")}
     trainer = pl.Trainer(**options, logger=False, enable_checkpointing=False, default_root_dir=str(path.parent))
+    tune_for_cpu(trainer)
     metrics = trainer.test(classifier, datamodule=datamodule, ckpt_path=str(path), verbose=False)[0]
     result = {"checkpoint": str(path.resolve()), **{k: float(v) for k, v in metrics.items()}}
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
