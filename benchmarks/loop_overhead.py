@@ -1,8 +1,9 @@
 """Where a cnnlab training step's time goes beyond the network's own: a hand loop against Lightning, in one process.
 
-All variants train the same modern LeNet-5 with fused Adam and a per-step one-cycle schedule on the same batches
-(cnnlab's in-memory MNIST batches, normalised by its batch pipeline), so the data path and the kernels are
-identical and only the loop around them differs:
+All variants train the recipe's modern LeNet-5 (``experiment=lenet5_mnist``: NHWC) with fused Adam and a per-step
+one-cycle schedule on the same batches (cnnlab's in-memory MNIST batches, normalised by its batch pipeline), with
+malloc keeping freed memory as a CPU run does, so the data path and the kernels are identical and only the loop
+around them differs:
 
 * hand          — ``for x, y in batches: forward, backward, step``
 * lightning     — a bare ``LightningModule`` (training_step returns the loss), no callbacks, logger or progress bar
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -33,9 +33,10 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.nn import functional as F
 
 from cnnlab import build_datamodule, compose_config
-from cnnlab.models.lenet5 import ModernLeNet5
+from cnnlab.models import build_model
 from cnnlab.run import build_classifier
 from cnnlab.training.callbacks import DivergenceGuard, EpochHistory, ProgressBar
+from cnnlab.training.cpu import reuse_freed_memory, stop_probing_nvml
 
 WARM_UP = 20  # steps before the clock starts: first-touch allocations, the first fused-kernel calls
 LR = 3e-3
@@ -47,9 +48,9 @@ def optimizer_and_schedule(model: torch.nn.Module) -> tuple[torch.optim.Optimize
 
 
 class BareModule(pl.LightningModule):
-    def __init__(self, normalise: Callable) -> None:
+    def __init__(self, model: torch.nn.Module, normalise: Callable) -> None:
         super().__init__()
-        self.model, self.normalise = ModernLeNet5(1, 10, 28), normalise
+        self.model, self.normalise = model, normalise
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         return self.normalise(batch[0], train=True), batch[1]
@@ -84,7 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
-    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)  # as a CPU run of cnnlab does (see cnnlab/run.py)
+    stop_probing_nvml()  # as a CPU run of cnnlab does (cnnlab/training/cpu.py)
+    reuse_freed_memory()
 
     cfg = compose_config(["experiment=lenet5_mnist", f"data.root={args.root}"])
     datamodule = build_datamodule(cfg)
@@ -92,7 +94,7 @@ def main() -> None:
     normalise = datamodule.batch_pipeline
 
     def hand() -> float:
-        model = ModernLeNet5(1, 10, 28)
+        model = build_model(cfg)
         optimizer, schedule = optimizer_and_schedule(model)
         for i, (images, labels) in enumerate(datamodule.train_dataloader()):
             if i == WARM_UP:
@@ -126,7 +128,7 @@ def main() -> None:
 
     variants: dict[str, Callable[[], float]] = {
         "hand": hand,
-        "lightning": lambda: fit(BareModule(normalise)),
+        "lightning": lambda: fit(BareModule(build_model(cfg), normalise)),
         "cnnlab module": lambda: fit(cnnlab_module()),
         "cnnlab run": lambda: fit(cnnlab_module(), run_callbacks=True),
     }
