@@ -27,14 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from cnnlab.training.cpu import MMAP_THRESHOLD, TRIM_THRESHOLD
+
 HERE = Path(__file__).resolve().parent
 
 
-def measure(command: list[str], cwd: Path) -> dict:
+def measure(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict:
     """Run ``command`` to the end; its wall time, peak RSS (from wait4) and the JSON/run dir it reports."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
         stdout = process.stdout.read()  # type: ignore[union-attr]
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
@@ -58,6 +60,9 @@ def main() -> None:
     cnnlab = [sys.executable, "-m", "cnnlab", "train", "experiment=lenet5_mnist", f"data.root={root}",
               f"trainer.max_epochs={args.epochs}", "trainer.enable_model_summary=false"]
     plain = [sys.executable, str(HERE / "plain_loop.py"), "--root", root, "--epochs", str(args.epochs)]
+    # what cnnlab.training.cpu.reuse_freed_memory() sets, without importing Lightning into the plain loop
+    tuned_env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+    environments = {"plain tuned": tuned_env}
     commands = {
         "plain": plain,
         "plain tuned": [*plain, "--tuned"],
@@ -69,7 +74,7 @@ def main() -> None:
     names = list(commands)
     for i in range(args.rounds):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            runs[name].append(measure(commands[name], work))
+            runs[name].append(measure(commands[name], work, environments.get(name)))
             print(f"round {i + 1} {name:>11}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[name][-1].items()),
                   flush=True)
     median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
