@@ -6,7 +6,6 @@ Both undo a default that costs a CPU run time on every step and buys it nothing;
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 import lightning.pytorch as pl
@@ -43,10 +42,9 @@ def reuse_freed_memory() -> bool:
     """
     if any(name in os.environ for name in _ALLOCATOR_SETTINGS):
         return False
-    libc_name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(libc_name).mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): their allocators differ
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter is linked against
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS, Windows): a different allocator
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
