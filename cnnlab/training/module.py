@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -27,16 +28,25 @@ def _accuracies(num_classes: int, prefix: str) -> MetricCollection:
 
 
 class EpochMean:
-    """Running mean of a per-batch value, weighted by batch size, in plain tensors: no per-step logging cost and
-    no host-device sync until the epoch ends."""
+    """Mean of a per-image value over an epoch, kept as a running sum in a tensor on the value's device: one
+    in-place add per batch, no per-step logging cost and no host-device sync until the epoch ends."""
 
     def __init__(self) -> None:
         self.total: Tensor | None = None
         self.count = 0
 
-    def update(self, value: Tensor, n: int) -> None:
-        weighted = value.detach() * n
-        self.total = weighted if self.total is None else self.total + weighted
+    def add_mean(self, batch_mean: Tensor, n: int) -> None:
+        """Add a batch of ``n`` images given the value's mean over it (a loss)."""
+        self._add(batch_mean, weight=n, n=n)
+
+    def add_sum(self, batch_sum: Tensor, n: int) -> None:
+        """Add a batch of ``n`` images given the value's sum over it (a count of correct predictions)."""
+        self._add(batch_sum, weight=1, n=n)
+
+    def _add(self, value: Tensor, weight: int, n: int) -> None:
+        if self.total is None:
+            self.total = torch.zeros((), device=value.device)
+        self.total.add_(value.detach(), alpha=weight)
         self.count += n
 
     def pop(self) -> Tensor | None:
@@ -95,8 +105,8 @@ class ImageClassifier(pl.LightningModule):
             loss = self.criterion(logits, labels)
         if self.l1:
             loss = loss + self.l1 * l1_penalty(self.model)
-        self.train_accuracy.update((logits.detach().argmax(1) == labels).float().mean(), len(labels))
-        self.losses["train"].update(loss, len(labels))
+        self.train_accuracy.add_sum((logits.detach().argmax(1) == labels).sum(), len(labels))
+        self.losses["train"].add_mean(loss, len(labels))
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes logs on
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         if self.trainer.is_last_batch:
@@ -121,7 +131,7 @@ class ImageClassifier(pl.LightningModule):
     def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> None:
         images, labels = batch
         logits = self(images)
-        self.losses[stage].update(self.criterion(logits, labels), len(labels))
+        self.losses[stage].add_mean(self.criterion(logits, labels), len(labels))
         metrics.update(logits, labels)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
