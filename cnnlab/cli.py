@@ -73,7 +73,9 @@ def _import_heavy(module: str) -> ModuleType:
     scans all of them again in each full collection: seven while they load (0.5 s of a run's start here), and
     every later one. Freezing moves them out of its reach for good (as the `gc.freeze` docs advise before
     forking DataLoader workers, whose pages then stay shared). Done on the first import only: later, freezing
-    would also keep whatever garbage a previous run in this process left behind.
+    would also keep whatever garbage a previous run in this process left behind. They are unfrozen at exit, so
+    that an exit through the interpreter's full teardown (a failed run) frees them as usual: frozen, native
+    extensions (triton's) report them as leaks.
     """
     if module in sys.modules:
         return sys.modules[module]
@@ -83,6 +85,7 @@ def _import_heavy(module: str) -> ModuleType:
     finally:
         gc.freeze()
         gc.enable()
+        atexit.register(gc.unfreeze)
 
 
 def _train_task(cfg: DictConfig) -> dict:

@@ -80,6 +80,8 @@ def test_missing_dataset_fails_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Dataset 'mnist' not found" in result.stderr and "train-images-idx3-ubyte" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    # one paragraph and nothing else: no leak reports from native extensions as the interpreter tears down
+    assert result.stderr.startswith("cnnlab train: error:") and result.stderr.strip().count("\n") == 0
     assert results_of(run_dir_of(result))["status"] == "failed"
 
 
