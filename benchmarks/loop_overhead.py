@@ -8,7 +8,7 @@ around them differs:
 * hand          — ``for x, y in batches: forward, backward, step``
 * lightning     — a bare ``LightningModule`` (training_step returns the loss), no callbacks, logger or progress bar
 * cnnlab module — cnnlab's ``ImageClassifier`` (epoch metrics, loss check hooks), still without callbacks
-* cnnlab run    — the module with the callbacks and logger of a ``cnnlab train`` run
+* cnnlab run    — the module with the callbacks, logger and profiler of a ``cnnlab train`` run
 
 Each round times ``--steps`` steps of every variant, one after another; the medians over ``--rounds`` rounds
 cancel most of this shared machine's drift. Prints ms per step and the speed relative to the hand loop.
@@ -37,6 +37,7 @@ from cnnlab.models import build_model
 from cnnlab.run import build_classifier
 from cnnlab.training.callbacks import DivergenceGuard, EpochHistory, ProgressBar
 from cnnlab.training.cpu import reuse_freed_memory, stop_probing_nvml
+from cnnlab.training.profilers import NoProfiler
 
 WARM_UP = 20  # steps before the clock starts: first-touch allocations, the first fused-kernel calls
 LR = 3e-3
@@ -115,7 +116,8 @@ def main() -> None:
         if run_callbacks:
             options = dict(logger=CSVLogger(folder, name="", version=""), callbacks=[
                 ModelCheckpoint(dirpath=folder, monitor="val/loss", save_last=True),
-                LearningRateMonitor(logging_interval="epoch"), ProgressBar(), DivergenceGuard(), EpochHistory(), clock])
+                LearningRateMonitor(logging_interval="epoch"), ProgressBar(), DivergenceGuard(), EpochHistory(), clock],
+                profiler=NoProfiler())
         trainer = pl.Trainer(max_epochs=1, limit_train_batches=WARM_UP + args.steps, limit_val_batches=0,
                              num_sanity_val_steps=0, enable_model_summary=False, **options)
         trainer.fit(module, train_dataloaders=datamodule.train_dataloader())

@@ -26,6 +26,7 @@ from cnnlab.training import ImageClassifier
 from cnnlab.training.callbacks import DivergenceGuard, EpochHistory
 from cnnlab.training.cpu import tune_for_cpu
 from cnnlab.training.module import RUN_CONFIG_KEY
+from cnnlab.training.profilers import build_profiler
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config:
 
 def _trainer_options(cfg: DictConfig) -> dict[str, Any]:
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    options["profiler"] = build_profiler(options.get("profiler"))  # type: ignore[union-attr]
     return {k: v for k, v in options.items() if v is not None}  # type: ignore[union-attr]
 
 
@@ -154,7 +156,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     datamodule = build_datamodule(cfg)
     classifier = build_classifier(cfg, datamodule)
     options = {k: v for k, v in _trainer_options(cfg).items()
-               if k in ("accelerator", "devices", "precision", "deterministic", "limit_test_batches")}
+               if k in ("accelerator", "devices", "precision", "deterministic", "limit_test_batches", "profiler")}
     trainer = pl.Trainer(**options, logger=False, enable_checkpointing=False, default_root_dir=str(path.parent))
     tune_for_cpu(trainer)
     metrics = trainer.test(classifier, datamodule=datamodule, ckpt_path=str(path), verbose=False)[0]

@@ -75,6 +75,13 @@ def test_divergence_stops_the_run_and_keeps_checkpoints(tmp_path: Path) -> None:
     assert list((run_dir / "checkpoints").glob("epoch000-*.ckpt"))
 
 
+def test_lightnings_profiler_is_one_override_away(tmp_path: Path) -> None:
+    result = run_cli("train", *QUICK, "trainer.profiler=simple", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = result.stdout + result.stderr
+    assert "Profiler Report" in report and "run_training_batch" in report
+
+
 def test_missing_dataset_fails_cleanly(tmp_path: Path) -> None:
     result = run_cli("train", "data=mnist", f"data.root={tmp_path / 'nothing'}", "data.download=false", cwd=tmp_path)
     assert result.returncode == 1

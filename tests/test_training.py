@@ -14,10 +14,11 @@ import torch
 
 from cnnlab import build_datamodule, compose_config
 from cnnlab.errors import ConfigError
-from cnnlab.run import build_classifier, train
+from cnnlab.run import _trainer_options, build_classifier, train
 from cnnlab.training.callbacks import EpochHistory, ProgressBar
 from cnnlab.training.cpu import reuse_freed_memory
 from cnnlab.training.optim import build_optimizer
+from cnnlab.training.profilers import NoProfiler
 
 ADAM = {"name": "adam", "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
 
@@ -100,6 +101,29 @@ def test_a_short_fit_records_history_speed_and_training_accuracy() -> None:
     assert history.rows[1]["train/acc"] > history.rows[0]["train/acc"]
     assert history.images == 2 * len(datamodule.train_set)
     assert history.images_per_second == pytest.approx(history.images / history.seconds)
+
+
+def test_with_no_profiler_configured_every_hook_runs_in_one_inert_context() -> None:
+    cfg = compose_config(["trainer.max_epochs=1"])
+    profiler = _trainer_options(cfg)["profiler"]
+    assert isinstance(profiler, NoProfiler)
+    assert profiler.profile("[Callback]a.on_train_batch_end") is profiler.profile("[LightningModule]b.training_step")
+    datamodule = build_datamodule(cfg)
+    history = EpochHistory()
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[history], profiler=profiler)
+    trainer.fit(build_classifier(cfg, datamodule), datamodule=datamodule)
+    assert history.images == len(datamodule.train_set) and "train/acc" in history.rows[0]
+    assert _trainer_options(compose_config(["trainer.profiler=simple"]))["profiler"] == "simple"
+
+
+def test_the_classifier_stores_lightnings_hook_name_plainly_and_still_registers_modules() -> None:
+    cfg = compose_config([])
+    classifier = build_classifier(cfg, build_datamodule(cfg))
+    classifier._current_fx_name = "training_step"
+    assert classifier.__dict__["_current_fx_name"] == "training_step"
+    classifier.probe = torch.nn.Linear(2, 2)
+    assert classifier._modules["probe"] is classifier.probe and "probe" not in classifier.__dict__
 
 
 def test_a_cpu_run_stops_asking_nvml_for_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
