@@ -57,6 +57,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -66,11 +67,13 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> Path | None:
             if not all(math.isnan(v) for v in values):
                 ax.plot(epochs, values, style, label=split, markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(path.parent.name)
-    fig.tight_layout()
+    # Fixed margins: tight_layout would draw the whole figure once more only to measure it (a third of the time).
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.22)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
