@@ -57,8 +57,9 @@ def main() -> None:
     args = parser.parse_args()
     root = str(Path(args.root).resolve())
     work = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
+    # exactly the command (plus where MNIST is)
     cnnlab = [sys.executable, "-m", "cnnlab", "train", "experiment=lenet5_mnist", f"data.root={root}",
-              f"trainer.max_epochs={args.epochs}", "trainer.enable_model_summary=false"]
+              f"trainer.max_epochs={args.epochs}"]
     plain = [sys.executable, str(HERE / "plain_loop.py"), "--root", root, "--epochs", str(args.epochs)]
     # what cnnlab.training.cpu.reuse_freed_memory() sets, without importing Lightning into the plain loop
     tuned_env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}

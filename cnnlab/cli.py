@@ -102,8 +102,9 @@ def _train_task(cfg: DictConfig) -> dict:
     try:
         # torch and Lightning load here, after the config is known to be valid
         results = _import_heavy("cnnlab.run").train(cfg, run_dir, overrides)
+        top5 = results.get("test/acc_top5")  # none with five classes or fewer
         log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
-                 results.get("test/acc_top5", "n/a"), results.get("epochs", 0), results.get("train_time_s", 0))
+                 "n/a" if top5 is None else f"{top5:.4f}", results.get("epochs", 0), results.get("train_time_s", 0))
     except (Exception, KeyboardInterrupt) as err:
         results = {"status": "failed", "error": getattr(err, "user_message", None) or str(err)}
         if not isinstance(err, CnnlabError):
