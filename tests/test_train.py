@@ -95,7 +95,8 @@ def test_missing_dataset_fails_cleanly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [("model=lenet6", "Valid options for model"), ("optimizer.lrr=0.1", "Did you mean optimizer.lr=0.1?"),
-     ("data.batch_size=abc", "must be an integer")],
+     ("data.batch_size=abc", "must be an integer"),
+     ("trainer.profiler=simpel", "Unknown trainer.profiler 'simpel'. Lightning's profilers: simple, advanced")],
 )
 def test_cli_config_errors(override: str, message: str, tmp_path: Path) -> None:
     result = run_cli("train", override, cwd=tmp_path)

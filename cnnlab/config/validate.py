@@ -9,6 +9,7 @@ from cnnlab.errors import ConfigError
 LOSSES = ("cross_entropy", "mse")
 PIPELINES = ("auto", "tensor", "loader")
 SCHEDULE_INTERVALS = ("epoch", "step")
+PROFILERS = ("simple", "advanced", "pytorch", "xla")  # the names Lightning's Trainer(profiler=...) knows
 
 
 def validate(cfg: DictConfig) -> None:
@@ -39,5 +40,8 @@ def validate(cfg: DictConfig) -> None:
     if scheduler.name in ("onecycle", "plateau") and scheduler.warmup:
         raise ConfigError(f"scheduler.warmup cannot be combined with the {scheduler.name} schedule: set "
                           f"scheduler.warmup=0, or pick scheduler=cosine, which can warm up.")
+    if trainer.profiler is not None and trainer.profiler not in PROFILERS:
+        raise ConfigError(f"Unknown trainer.profiler '{trainer.profiler}'. Lightning's profilers: "
+                          f"{', '.join(PROFILERS)}; leave it null (the default) to profile nothing.")
     if trainer.max_epochs < 1 and trainer.max_steps < 1:
         raise ConfigError("Set trainer.max_epochs (or trainer.max_steps) to at least 1.")
