@@ -154,7 +154,7 @@ class TrainerConfig:
     limit_test_batches: Any = None
     num_sanity_val_steps: Optional[int] = None
     enable_model_summary: bool = True
-    profiler: Optional[str] = None  # simple, advanced or pytorch: Lightning's profiler of that name
+    profiler: Optional[str] = None  # simple, advanced, pytorch or xla: Lightning's profiler of that name
 
 
 SCHEMAS = {
