@@ -30,3 +30,30 @@ class CorruptImageError(CnnlabError):
 
 class TrainingDivergedError(CnnlabError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointError(CnnlabError):
+    """A file given as a checkpoint cannot be read safely (not a checkpoint, truncated, or it holds code)."""
+
+
+class RunInterrupted(BaseException):
+    """A signal (Ctrl-C, SIGTERM, SLURM's pre-emption warning) stopped the run after a resumable checkpoint.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` on the way swallows it.
+    """
+
+    EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 138}
+
+    def __init__(self, signal_name: str, checkpoint: str | None = None) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+
+    @property
+    def exit_status(self) -> int:
+        return self.EXIT_STATUS.get(self.signal_name, 130)
+
+    @property
+    def user_message(self) -> str:
+        saved = f" after saving {self.checkpoint}" if self.checkpoint else ""
+        return f"Interrupted by {self.signal_name}{saved}."

@@ -11,18 +11,17 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from cnnlab.checkpoint_file import read_checkpoint
 from cnnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
-    loaded = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(loaded, dict) and "state_dict" in loaded:  # a Lightning checkpoint of cnnlab's ImageClassifier
+    loaded = read_checkpoint(path, purpose="model.weights")
+    if "state_dict" in loaded:  # a Lightning checkpoint of cnnlab's ImageClassifier
         return {k.removeprefix("model."): v for k, v in loaded["state_dict"].items() if k.startswith("model.")}
-    if isinstance(loaded, dict):
-        return loaded
-    raise ConfigError(f"{path} holds neither a state dict nor a Lightning checkpoint, so model.weights cannot use it.")
+    return loaded
 
 
 def _state_dict_from_torchvision(name: str) -> dict[str, torch.Tensor]:
