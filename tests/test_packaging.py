@@ -9,6 +9,7 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import hydra
 import pytest
 import yaml
 
@@ -31,9 +32,13 @@ def test_wheel_install_finds_conf(tmp_path: Path) -> None:
     assert installed.returncode == 0, installed.stderr
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = subprocess.run([python, "-c", "from cnnlab.config import builtin_config_dir; print(builtin_config_dir())"],
+    where = subprocess.run([python, "-c", "import hydra; from cnnlab.config import builtin_config_dir; "
+                                          "print(builtin_config_dir()); print(hydra.__file__)"],
                            cwd=work, capture_output=True, text=True)
-    assert str(tmp_path / "env") in where.stdout, where.stdout + where.stderr
+    assert where.returncode == 0, where.stderr
+    conf, dependency = where.stdout.splitlines()
+    assert str(env) in conf
+    assert dependency == hydra.__file__  # this interpreter's dependencies, whether it runs in a virtualenv or not
     printed = subprocess.run([tmp_path / "env" / "bin" / "cnnlab", "train", "experiment=lenet5_mnist", "--cfg", "job"],
                              cwd=work, capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
