@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import setup_globals
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from yaml import MarkedYAMLError, YAMLError
 
 from cnnlab.config.schema import register_schemas
 from cnnlab.config.validate import validate
@@ -52,16 +55,30 @@ def compose_config(
     ``config_dir`` is a team's extra recipe folder, as ``--config-dir`` on the command line.
     Raises ``ConfigError`` with a message that says how to fix the overrides.
     """
+    return _validated(_compose_with_hydra(overrides, config_dir, config_name))
+
+
+def _compose_with_hydra(
+    overrides: Sequence[str], config_dir: str | os.PathLike | None, config_name: str
+) -> DictConfig:
     register()
     overrides = list(overrides)
     with _Composer(config_dir, config_name) as composer:
         _check_group_choices(composer, _parse(overrides))
         try:
-            cfg = composer.compose(overrides)
+            return composer.compose(overrides)
         except OmegaConfBaseException as err:
             raise ConfigError(f"{err}".split("\n")[0] + ".") from None
         except HydraException as err:
             raise _explain(composer, err, overrides) from None
+        except YAMLError as err:
+            raise ConfigError(_not_yaml(err)) from None
+
+
+def _validated(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without Hydra's own node, validated."""
+    with open_dict(cfg):
+        del cfg["hydra"]
     validate(cfg)
     return cfg
 
@@ -88,13 +105,11 @@ class _Composer:
         self.config_name = config_name
 
     def compose(self, overrides: list[str]) -> DictConfig:
+        """The whole config, Hydra's own node (hydra.run.dir &co) included."""
         from hydra.types import RunMode
 
-        cfg = self.hydra.compose_config(self.config_name, overrides, run_mode=RunMode.RUN, from_shell=True,
-                                        with_log_configuration=False)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
+        return self.hydra.compose_config(self.config_name, overrides, run_mode=RunMode.RUN, from_shell=True,
+                                         with_log_configuration=False)
 
     def compose_or_none(self, overrides: list[str]) -> DictConfig | None:
         try:
@@ -116,8 +131,59 @@ def check_command_line(args: Sequence[str]) -> None:
     ns = get_args_parser().parse_args(list(args))
     if ns.help or ns.hydra_help or ns.shell_completion or ns.info or ns.config_path:
         return
-    for job in representative_jobs(ns.overrides):
-        compose_config(job, config_dir=ns.config_dir, config_name=ns.config_name or CONFIG_NAME)
+    for number, job in enumerate(representative_jobs(ns.overrides)):
+        cfg = _compose_with_hydra(job, ns.config_dir, ns.config_name or CONFIG_NAME)
+        if number == 0 and not ns.cfg:  # --cfg only prints the config: it writes nothing
+            _check_output_dir(cfg.hydra, ns.multirun)
+        _validated(cfg)
+
+
+def _check_output_dir(hydra_cfg: DictConfig, multirun: bool) -> None:
+    """The folder Hydra will create for the run (the sweep under -m) can be created: Hydra's own failure, at
+    launch, is a raw ``FileNotFoundError`` or ``PermissionError`` with a traceback."""
+    from hydra.types import RunMode
+
+    multirun = multirun or hydra_cfg.mode == RunMode.MULTIRUN
+    key, what, default = (("hydra.sweep.dir", "sweep", "outputs/multirun/<date>/<time>_<pid>") if multirun
+                          else ("hydra.run.dir", "run", "outputs/<date>/<time>_<pid>"))
+    shown, folder = _resolved_dir(hydra_cfg.sweep if multirun else hydra_cfg.run)
+    problem = _cannot_create(folder)
+    if problem:
+        raise ConfigError(
+            f"{key}={shown}: the {what} folder cannot be created there: {problem}. Set {key} to a folder you can "
+            f"write to, or leave it out for the default ({default}).")
+
+
+def _resolved_dir(node: DictConfig) -> tuple[str, Path]:
+    """``node.dir`` as Hydra will resolve it at launch, and the folder to check: that one or, when it needs what
+    only a launched Hydra knows (``${hydra:...}``), the folder its literal start names."""
+    setup_globals()  # Hydra's ${now:...}, as registered at launch
+    try:
+        return str(node.dir), Path(str(node.dir))
+    except Exception:  # ${hydra:...} and the like: HydraConfig is not set before launch
+        written = str(OmegaConf.to_container(node)["dir"])
+        literal = written.split("${")[0]
+        return written, Path(literal) if literal.endswith("/") else Path(literal).parent
+
+
+def _cannot_create(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created (or written to, if it exists), or None. Tried for real, with a
+    temporary folder in its nearest existing parent (access rights alone do not tell: root can "write" /proc)."""
+    existing = folder.absolute()
+    while True:
+        try:
+            if existing.exists():
+                break
+        except OSError:  # a parent we may not look into
+            pass
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".cnnlab-check-", dir=existing))
+    except OSError as err:
+        return f"no folder can be created in {existing} ({err.strerror})"
+    return None
 
 
 def representative_jobs(overrides: Sequence[str]) -> Iterator[list[str]]:
@@ -186,7 +252,7 @@ def _explain(composer: _Composer, err: HydraException, overrides: list[str]) -> 
     given = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), None)
     base = composer.compose_or_none([o for o in overrides if o is not given])
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-        return ConfigError(_unknown_key(key, given, base))
+        return ConfigError(_unknown_group(composer, key, overrides) or _unknown_key(key, given, base))
     if isinstance(cause, ValidationError):
         return ConfigError(_wrong_type(key, given, base, cause))
     return ConfigError(f"{key}: {str(cause).splitlines()[0]}")
@@ -199,6 +265,37 @@ def _leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
         path = f"{prefix}{k}"
         keys += _leaf_keys(node, path + ".") if isinstance(node, DictConfig) else [path]
     return keys
+
+
+def _unknown_group(composer: _Composer, key: str, overrides: list[str]) -> str | None:
+    """The message for a misspelt group name (``modle=mlp``, ``modle.depth=3``), or None when the unknown top-level
+    ``key`` is not close to one."""
+    given = next((o for o in overrides if o.split("=", 1)[0].split(".")[0] == key), None)
+    if given is None or "." in key:
+        return None
+    loader = composer.loader
+    groups = [g for g in loader.list_groups("") if g != "hydra"]
+    close = difflib.get_close_matches(key, groups, n=1, cutoff=0.7)
+    if not close:
+        return None
+    written, value = given.split("=", 1)
+    group, options = close[0], loader.get_group_options(close[0])
+    if written == key and value not in options and value.isidentifier():  # modle=mpl: both misspelt
+        value = next(iter(difflib.get_close_matches(value, options, n=1)), value)
+    return (f"Unknown config group or key '{key}'. Did you mean {group}{written[len(key):]}={value}? Config groups "
+            f"(pick an option with group=option): {', '.join(groups)}. To add a new key on purpose, write +{given}.")
+
+
+def _not_yaml(err: YAMLError) -> str:
+    """A config file (a ``--config-dir`` recipe, most likely) that YAML cannot read: which file, where, why."""
+    if not isinstance(err, MarkedYAMLError) or err.problem_mark is None:
+        return f"A config file is not valid YAML: {' '.join(str(err).split())}"
+    mark = err.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    if err.context and err.context_mark is not None:
+        where += f"; {err.context} at line {err.context_mark.line + 1}, column {err.context_mark.column + 1}"
+    return (f"{mark.name} is not valid YAML: {err.problem} ({where}). Fix the YAML syntax in that file (a config "
+            f"file holds key: value lines, lists as [a, b] or '- a' lines).")
 
 
 def _unknown_key(key: str, given: str | None, base: DictConfig | None) -> str:
