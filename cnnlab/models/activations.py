@@ -1,4 +1,4 @@
-"""The activation functions a config can name, as module factories."""
+"""The activation functions a config can name, as module factories (their names: ``families.ACTIVATION_NAMES``)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cnnlab.errors import ConfigError
+from cnnlab.models.families import cifar_blocks_per_stack
 
 WIDTHS = (16, 32, 64)
 
@@ -75,16 +75,9 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(self.stacks(self.stem(x))).flatten(1))
 
 
-def _blocks_per_stack(depth: int) -> int:
-    if depth < 8 or (depth - 2) % 6:
-        raise ConfigError(f"CIFAR ResNets have 6n+2 layers; {depth} is not of that form. Valid depths: 8, 14, 20, "
-                          f"32, 44, 56, 110, 1202, … Set model.depth to one of them.")
-    return (depth - 2) // 6
-
-
 def resnet_cifar(*, in_channels: int, num_classes: int, image_size: int, depth: int = 20) -> CifarResNet:
-    return CifarResNet(_blocks_per_stack(depth), in_channels, num_classes, residual=True)
+    return CifarResNet(cifar_blocks_per_stack(depth), in_channels, num_classes, residual=True)
 
 
 def plain_cifar(*, in_channels: int, num_classes: int, image_size: int, depth: int = 20) -> CifarResNet:
-    return CifarResNet(_blocks_per_stack(depth), in_channels, num_classes, residual=False)
+    return CifarResNet(cifar_blocks_per_stack(depth), in_channels, num_classes, residual=False)

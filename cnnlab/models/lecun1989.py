@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cnnlab.errors import ConfigError
+from cnnlab.models.families import LECUN1989_INPUT_SIZE as INPUT_SIZE
 from cnnlab.models.layers import LocallyConnected2d, ScaledTanh, SharedConv2d, linear_connections
-
-INPUT_SIZE = 16
 
 
 class LeCun1989(nn.Module):
@@ -75,15 +73,11 @@ def _net5(c: int) -> tuple[list[nn.Module], int]:
             SharedConv2d(2, 4, 8, 5, stride=2, padding=2)], 64
 
 
+# The variants of families.LECUN1989_VARIANTS (which the config check and create_model read).
 VARIANTS = {"net1": _net1, "net2": _net2, "net3": _net3, "net4": _net4, "net5": _net5}
 
 
 def lecun1989(*, in_channels: int, num_classes: int, image_size: int, variant: str = "net5") -> LeCun1989:
-    if variant not in VARIANTS:
-        raise ConfigError(f"Unknown lecun1989 variant '{variant}'. Valid variants: {', '.join(VARIANTS)}. "
-                          f"Set model.variant.")
-    if image_size != INPUT_SIZE:
-        raise ConfigError(f"LeCun's 1989 networks read {INPUT_SIZE}x{INPUT_SIZE} images, but data.image_size is "
-                          f"{image_size}. Set data.image_size={INPUT_SIZE} (the data is resized to it).")
+    """Net-1 … Net-5 for 16x16 inputs; ``create_model`` has checked ``variant`` and ``image_size``."""
     hidden, out_features = VARIANTS[variant](in_channels)
     return LeCun1989(hidden, out_features, num_classes)

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cnnlab.errors import ConfigError
 from cnnlab.models.layers import ScaledTanh
 
 RETINA = 32  # LeNet-5's input plane; the paper pads 28x28 MNIST digits to it.
@@ -145,7 +144,7 @@ class ClassicLeNet5(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 32, output: str = "rbf"):
         super().__init__()
         if output not in ("rbf", "linear"):
-            raise ConfigError(f"model.output must be 'rbf' (the paper's) or 'linear', got '{output}'.")
+            raise ValueError(f"output must be 'rbf' (the paper's) or 'linear', got {output!r}")
         self.retina = Retina(image_size)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5), ScaledTanh(),  # C1
@@ -165,9 +164,8 @@ def lenet5(
     *, in_channels: int, num_classes: int, image_size: int, variant: str = "modern", dropout: float = 0.0,
     batch_norm: bool = False, output: str = "rbf",
 ) -> nn.Module:
-    """``variant``: ``modern`` (uses ``dropout``, ``batch_norm``) or ``classic`` (uses ``output``: rbf or linear)."""
-    if variant == "modern":
-        return ModernLeNet5(in_channels, num_classes, image_size, dropout, batch_norm)
+    """``variant``: ``modern`` (uses ``dropout``, ``batch_norm``) or ``classic`` (uses ``output``: rbf or linear);
+    ``create_model`` has checked them against ``families.LENET5_VARIANTS`` and ``LENET5_OUTPUTS``."""
     if variant == "classic":
         return ClassicLeNet5(in_channels, num_classes, image_size, output)
-    raise ConfigError(f"Unknown LeNet-5 variant '{variant}'. Valid variants: modern, classic. Set model.variant.")
+    return ModernLeNet5(in_channels, num_classes, image_size, dropout, batch_norm)

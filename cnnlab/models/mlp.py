@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cnnlab.errors import ConfigError
 from cnnlab.models.activations import activation
 
 
@@ -58,8 +57,6 @@ def mlp(
     dropout: float = 0.0,
     batch_norm: bool = False,
 ) -> MLP:
-    if depth < 0:
-        raise ConfigError(f"model.depth is the number of hidden layers and must be 0 or more, got {depth}.")
     return MLP(in_channels * image_size * image_size, num_classes, depth, width, activation, dropout, batch_norm)
 
 

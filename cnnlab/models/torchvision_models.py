@@ -19,11 +19,12 @@ from torchvision import models as tvm
 from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
 from torchvision.models.inception import BasicConv2d as InceptionConv
 
-from cnnlab.errors import ConfigError
+from cnnlab.models.families import (
+    INCEPTION_SMALL_STEM_BELOW, RESNET_DEPTHS, SMALLEST_POOLABLE, VGG_DEPTHS, VGG_VARIANTS,
+)
 
 NetT = TypeVar("NetT", bound=nn.Module)
 SMALL_IMAGE = 64
-SMALLEST_POOLABLE = 32
 
 
 def _is_small(image_size: int) -> bool:
@@ -80,8 +81,6 @@ VGG_CONFIGS: dict[str, list[Layer]] = {
     "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
           512, 512, 512, 512, "M"],
 }
-VGG_DEPTHS = {11: "A", 13: "B", 16: "D", 19: "E"}
-VGG_VARIANTS = {"standard": None, "lrn": (11, "A-LRN"), "conv1x1": (16, "C")}
 
 
 def _vgg_features(layers: Sequence[Layer], batch_norm: bool, in_channels: int) -> nn.Sequential:
@@ -111,17 +110,10 @@ def vgg(*, in_channels: int, num_classes: int, image_size: int, depth: int = 16,
     ``depth`` 11, 13, 16, 19 are configurations A, B, D, E (torchvision.models.vgg*); ``variant=lrn`` is A-LRN
     (depth 11) and ``variant=conv1x1`` is C (depth 16, a 1x1 convolution closing each of the last three stacks).
     """
-    if depth not in VGG_DEPTHS:
-        raise ConfigError(f"VGG has no depth {depth}. Valid depths: 11, 13, 16, 19 (configurations A, B, D, E). "
-                          f"Set model.depth.")
-    if variant not in VGG_VARIANTS:
-        raise ConfigError(f"Unknown VGG variant '{variant}'. Valid variants: {', '.join(VGG_VARIANTS)}.")
     config = VGG_DEPTHS[depth]
-    if VGG_VARIANTS[variant] is not None:
-        needed_depth, config = VGG_VARIANTS[variant]
-        if depth != needed_depth:
-            raise ConfigError(f"VGG variant '{variant}' is configuration {config}, which has {needed_depth} layers: "
-                              f"set model.depth={needed_depth}.")
+    variant_of = VGG_VARIANTS[variant]  # create_model has checked that the variant's depth is ``depth``
+    if variant_of is not None:
+        config = variant_of[1]
     net = tvm.VGG(_vgg_features(VGG_CONFIGS[config], batch_norm, in_channels), num_classes=num_classes,
                   init_weights=True, dropout=dropout)
     return _upsampled_if_tiny(net, image_size)
@@ -156,26 +148,11 @@ def googlenet(*, in_channels: int, num_classes: int, image_size: int, aux_logits
     return net
 
 
-def _inception_grid_size(image_size: int, small_stem: bool) -> int:
-    """The side of the 17x17 grid (at 299 px) that Inception-v3's auxiliary classifier reads."""
-    size = image_size - 2 if small_stem else (image_size - 3) // 2 + 1  # Conv2d_1a
-    size -= 2  # Conv2d_2a
-    if not small_stem:
-        size = (size - 3) // 2 + 1  # maxpool1
-    size -= 2  # Conv2d_4a
-    if not small_stem:
-        size = (size - 3) // 2 + 1  # maxpool2
-    return (size - 3) // 2 + 1  # Mixed_6a
-
-
 def inception_v3(*, in_channels: int, num_classes: int, image_size: int, aux_logits: bool = False,
                  aux_weight: float = 0.4, dropout: float = 0.5) -> Inception3:
     """Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016
     (torchvision.models.inception_v3; 299x299 inputs, at least 75x75, or any size with the small-image stem)."""
-    small = image_size < 75
-    if aux_logits and _inception_grid_size(max(image_size, SMALLEST_POOLABLE), small) < 17:
-        raise ConfigError(f"Inception-v3's auxiliary classifier needs a 17x17 grid, which {image_size}x{image_size} "
-                          f"inputs do not reach (299 px do). Set model.aux_logits=false or data.image_size=299.")
+    small = image_size < INCEPTION_SMALL_STEM_BELOW  # the auxiliary classifier's grid: families.inception_grid_size
     net = Inception3(num_classes=num_classes, aux_logits=aux_logits, init_weights=True, dropout=dropout)
     net.aux_loss_weight = aux_weight
     if small:
@@ -188,16 +165,11 @@ def inception_v3(*, in_channels: int, num_classes: int, image_size: int, aux_log
 
 # --- ResNet --------------------------------------------------------------------------------------------------
 
-RESNETS = {18: tvm.resnet18, 34: tvm.resnet34, 50: tvm.resnet50, 101: tvm.resnet101, 152: tvm.resnet152}
+RESNETS = {depth: getattr(tvm, f"resnet{depth}") for depth in RESNET_DEPTHS}
 
 
 def resnet(*, in_channels: int, num_classes: int, image_size: int, depth: int = 18) -> tvm.ResNet:
     """He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (torchvision.models.resnet)."""
-    if depth not in RESNETS:
-        raise ConfigError(
-            f"ResNet has no depth {depth}. Valid depths: {', '.join(map(str, RESNETS))}. Set model.depth to one "
-            f"of them (for CIFAR-style 6n+2 depths use model=resnet_cifar)."
-        )
     net = RESNETS[depth](weights=None, num_classes=num_classes)
     if _is_small(image_size):
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
