@@ -1,0 +1,205 @@
+"""The valid values of each config group's keys, as tables of ``Rule``s (see ``cnnlab.ranges``).
+
+``validate`` applies them to a composed config before torch is imported. A key without a rule here is either
+checked by its type alone (the schemas) or by a check that involves other keys (``validate``). Each range is
+what torch or Lightning would accept or what makes sense for the run, whichever is narrower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnlab.ranges import Flag, Number, OneOf, Rule, Satisfies, Whole
+
+POSITIVE = Number(0, low_open=True)
+NON_NEGATIVE = Number(0)
+PROBABILITY = Number(0, 1)
+BELOW_ONE = Number(0, 1, high_open=True)  # [0, 1)
+BETWEEN_0_AND_1 = Number(0, 1, low_open=True, high_open=True)  # (0, 1)
+SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit; Lightning replaces larger ones with 0
+
+ROOT: dict[str, Rule] = {
+    "seed": Rule(Whole(0, SEED_MAX), message=(
+        f"seed must be a whole number from 0 to {SEED_MAX} (it seeds Python's, NumPy's and torch's random "
+        f"generators), got {{value}}. For example: seed=42.")),
+}
+
+DATA: dict[str, Rule] = {
+    "batch_size": Rule(Whole(1), meaning="the number of images in a training batch", hint="For example: 64."),
+    "eval_batch_size": Rule(Whole(1, optional=True), meaning="the number of images in a validation or test batch",
+                            hint="Leave it null to evaluate in batches of data.batch_size."),
+    "num_workers": Rule(Whole(0), meaning="the number of DataLoader worker processes",
+                        hint="0 loads the data in the training process."),
+    "val_split": Rule(BETWEEN_0_AND_1, meaning="the fraction of the training split held out to pick the best "
+                                               "checkpoint and stop early"),
+    "num_classes": Rule(Whole(2, optional=True), meaning="the number of classes",
+                        hint="Leave it null to count them from the class folders (folder datasets)."),
+    "channels": Rule(Whole(1), meaning="the number of colour channels of the images (1 grey, 3 RGB)"),
+    "image_size": Rule(Whole(1), meaning="the side of the square images the model sees, in pixels"),
+    "train_per_class": Rule(Whole(1, optional=True), meaning="the number of training images kept per class",
+                            hint="Leave it null to keep them all."),
+    "test_per_class": Rule(Whole(1, optional=True), meaning="the number of test images kept per class",
+                           hint="Leave it null to keep them all."),
+}
+
+OPTIMIZER: dict[str, Rule] = {
+    "lr": Rule(POSITIVE, meaning="the learning rate", hint="Typical values: 0.1 for SGD, 0.001 for Adam."),
+    "momentum": Rule(BELOW_ONE, hint="Typical value: 0.9; 0 turns momentum off."),
+    "dampening": Rule(PROBABILITY),
+    "weight_decay": Rule(NON_NEGATIVE, meaning="the L2 penalty", hint="0 turns it off; typical values: 1e-4 to 5e-4."),
+    "eps": Rule(POSITIVE, meaning="the term added to the denominator for numerical stability",
+                hint="Typical value: 1e-8."),
+    "alpha": Rule(BELOW_ONE, meaning="the smoothing constant of the squared-gradient average",
+                  hint="Typical value: 0.99."),
+}
+ADAM_BETAS = Rule(Satisfies(lambda b: isinstance(b, list) and len(b) == 2 and all(BELOW_ONE.accepts(x) for x in b),
+                            "two numbers in [0, 1)"),
+                  meaning="the pair of decay rates of Adam's gradient and squared-gradient averages",
+                  hint="Typical value: [0.9, 0.999].")
+
+
+def _increasing_positive(values: Any) -> bool:
+    return (isinstance(values, list) and len(values) > 0 and all(Whole(1).accepts(v) for v in values)
+            and all(a < b for a, b in zip(values, values[1:])))
+
+
+SCHEDULER: dict[str, Rule] = {
+    "warmup": Rule(Whole(0), meaning="the length of the linear warm-up, in scheduler.interval units",
+                   hint="0 starts at the full rate."),
+    "warmup_start_factor": Rule(Number(0, 1, low_open=True), meaning="the fraction of the rate the warm-up starts at"),
+    "step_size": Rule(Whole(1), meaning="the number of epochs (steps with interval=step) between two decays",
+                      hint="For example: scheduler.step_size=30."),
+    "gamma": Rule(POSITIVE, meaning="the factor the rate is multiplied by at each decay", hint="Typical value: 0.1."),
+    "milestones": Rule(Satisfies(_increasing_positive, "a list of increasing whole numbers of at least 1"),
+                       meaning="the list of epochs (steps with interval=step) at which the rate decays",
+                       hint="For example: scheduler.milestones=[30,60]."),
+    "t_max": Rule(Whole(1, optional=True), meaning="the length of the cosine's half period",
+                  hint="Leave it null to anneal over the whole run."),
+    "eta_min": Rule(NON_NEGATIVE, meaning="the rate the cosine anneals to"),
+    "max_lr": Rule(Number(0, low_open=True, optional=True), meaning="the one-cycle schedule's peak rate",
+                   hint="Leave it null to peak at optimizer.lr."),
+    "pct_start": Rule(BETWEEN_0_AND_1, meaning="the fraction of the cycle spent raising the rate",
+                      hint="Typical value: 0.3."),
+    "anneal_strategy": Rule(OneOf(("cos", "linear"))),
+    "div_factor": Rule(POSITIVE, meaning="max_lr divided by the starting rate", hint="Typical value: 25."),
+    "final_div_factor": Rule(POSITIVE, meaning="the starting rate divided by the final rate",
+                             hint="Typical value: 1e4."),
+    "mode": Rule(OneOf(("min", "max")), hint="min for a loss, max for an accuracy."),
+    "factor": Rule(BETWEEN_0_AND_1, meaning="the factor the rate is multiplied by when the metric stops improving",
+                   hint="Typical value: 0.1."),
+    "patience": Rule(Whole(0), meaning="the number of epochs without improvement before the rate drops"),
+    "min_lr": Rule(NON_NEGATIVE, meaning="the lowest rate the plateau schedule goes to"),
+}
+
+LOSS: dict[str, Rule] = {
+    "label_smoothing": Rule(BELOW_ONE, hint="0 turns it off; a typical value is 0.1."),
+    "l1": Rule(NON_NEGATIVE, meaning="the coefficient of the L1 penalty on the weights", hint="0 turns it off."),
+}
+
+
+def _batch_limit(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return PROBABILITY.accepts(value) or (value > 1 and value.is_integer())
+    return Whole(0).accepts(value)
+
+
+def _devices(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value == -1 or value >= 1
+    if isinstance(value, list):
+        return len(value) > 0 and all(Whole(0).accepts(v) for v in value) and len(set(value)) == len(value)
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.strip().strip(",").split(",")]
+        return value.strip() in ("auto", "-1") or all(p.isdigit() for p in parts)
+    return False
+
+
+# Lightning's Trainer(precision=...) and Trainer(accelerator=...) names.
+PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed",
+              "bf16-mixed", "transformer-engine", "transformer-engine-float16")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+BATCH_LIMIT = Satisfies(_batch_limit, "a whole number of batches (0 or more) or a fraction in [0, 1], or null")
+
+TRAINER: dict[str, Rule] = {
+    "accelerator": Rule(OneOf(ACCELERATORS), hint="trainer=cpu and trainer=gpu set it with the matching precision."),
+    "devices": Rule(Satisfies(_devices, "a device count of at least 1, -1 (all), 'auto', or a list of device "
+                                        "indices such as [0,1]")),
+    "num_nodes": Rule(Whole(1), meaning="the number of machines"),
+    "precision": Rule(Satisfies(OneOf(PRECISIONS).accepts, "one of Lightning's precisions: " + ", ".join(
+        p for p in PRECISIONS if isinstance(p, str) and "-" in p) + " (or 64, 32, 16, bf16)"),
+        hint="32-true on CPUs; bf16-mixed on recent GPUs."),
+    "max_epochs": Rule(Whole(-1), hint="-1 trains until trainer.max_steps."),
+    "max_steps": Rule(Whole(-1), hint="-1 leaves the length to trainer.max_epochs."),
+    "gradient_clip_val": Rule(Number(0, optional=True), meaning="the largest gradient norm (or value) kept",
+                              hint="Leave it null to clip nothing."),
+    "gradient_clip_algorithm": Rule(OneOf(("norm", "value"))),
+    "accumulate_grad_batches": Rule(Whole(1), meaning="the number of batches whose gradients add up to one step",
+                                    hint="1 steps after every batch."),
+    "deterministic": Rule(OneOf((True, False, "warn", None))),
+    "log_every_n_steps": Rule(Whole(1), meaning="how often (in training steps) metrics are logged"),
+    "check_val_every_n_epoch": Rule(Whole(1), meaning="how often (in epochs) the model is validated"),
+    "limit_train_batches": Rule(BATCH_LIMIT),
+    "limit_val_batches": Rule(BATCH_LIMIT),
+    "limit_test_batches": Rule(BATCH_LIMIT),
+    "num_sanity_val_steps": Rule(Whole(-1, optional=True), hint="-1 runs the whole validation set, 0 none."),
+    "enable_model_summary": Rule(Flag()),
+}
+
+
+def _pair(low: float | None, high: float | None, positive: bool = False) -> Satisfies:
+    """A [min, max] pair within [low, high]."""
+    bound = Number(low, high, low_open=positive)
+
+    def test(value: Any) -> bool:
+        return (isinstance(value, list) and len(value) == 2 and all(bound.accepts(v) for v in value)
+                and value[0] <= value[1])
+
+    within = bound.words.removeprefix("a number").strip()
+    return Satisfies(test, f"a pair [min, max] of numbers {within}".strip())
+
+
+def _factor(value: Any) -> bool:
+    """colour_jitter's brightness, contrast, saturation: a spread of at least 0, or a [min, max] pair of them."""
+    return NON_NEGATIVE.accepts(value) or _pair(0, None).test(value)
+
+
+def _hue(value: Any) -> bool:
+    return Number(0, 0.5).accepts(value) or _pair(-0.5, 0.5).test(value)
+
+
+def _spread(value: Any) -> bool:
+    """degrees, shear: a spread of at least 0 (drawn from [-x, x]) or a [min, max] pair."""
+    return NON_NEGATIVE.accepts(value) or _pair(None, None).test(value)
+
+
+PROBABILITY_RULE = Rule(PROBABILITY, meaning="the probability of applying it to an image")
+FACTOR = Rule(Satisfies(_factor, "a number of at least 0, or a [min, max] pair of them"))
+SPREAD = Rule(Satisfies(_spread, "an angle of at least 0 (in degrees), or a [min, max] pair of angles"))
+
+# augmentation.<entry>.<option>: the options whose range torchvision (or cnnlab's batched versions) would refuse
+# or silently misread. Entries and options not listed are checked when the pipeline is built.
+AUGMENTATION: dict[str, dict[str, Rule]] = {
+    "horizontal_flip": {"p": PROBABILITY_RULE},
+    "vertical_flip": {"p": PROBABILITY_RULE},
+    "random_crop": {"padding": Rule(Whole(0), meaning="the zero padding, in pixels, around the image before the crop")},
+    "colour_jitter": {"brightness": FACTOR, "contrast": FACTOR, "saturation": FACTOR,
+                      "hue": Rule(Satisfies(_hue, "a number in [0, 0.5], or a [min, max] pair in [-0.5, 0.5]"))},
+    "random_affine": {"degrees": SPREAD, "shear": SPREAD,
+                      "translate": Rule(Satisfies(lambda v: isinstance(v, list) and len(v) == 2
+                                                  and all(PROBABILITY.accepts(x) for x in v),
+                                                  "a pair of fractions in [0, 1] (horizontal, vertical)")),
+                      "scale": Rule(_pair(0, None, positive=True))},
+    "random_rotation": {"degrees": SPREAD},
+    "random_perspective": {"p": PROBABILITY_RULE, "distortion_scale": Rule(PROBABILITY)},
+    "randaugment": {"num_ops": Rule(Whole(0), meaning="the number of operations applied to each image"),
+                    "magnitude": Rule(Whole(0, 30), meaning="the strength of each operation",
+                                      hint="Typical value: 9.")},
+    "random_erasing": {"p": PROBABILITY_RULE,
+                       "scale": Rule(_pair(0, 1), meaning="the range of the erased area, as a fraction of the image"),
+                       "ratio": Rule(_pair(0, None, positive=True), meaning="the range of the erased "
+                                                                            "rectangle's aspect ratio")},
+}
