@@ -35,7 +35,7 @@ DATA: dict[str, Rule] = {
     "num_classes": Rule(Whole(2, optional=True), meaning="the number of classes",
                         hint="Leave it null to count them from the class folders (folder datasets)."),
     "channels": Rule(Whole(1), meaning="the number of colour channels of the images (1 grey, 3 RGB)"),
-    "image_size": Rule(Whole(1), meaning="the side of the square images the model sees, in pixels"),
+    "image_size": Rule(Whole(1), meaning="the side, in pixels, of the square images the model sees"),
     "train_per_class": Rule(Whole(1, optional=True), meaning="the number of training images kept per class",
                             hint="Leave it null to keep them all."),
     "test_per_class": Rule(Whole(1, optional=True), meaning="the number of test images kept per class",
@@ -64,7 +64,7 @@ def _increasing_positive(values: Any) -> bool:
 
 
 SCHEDULER: dict[str, Rule] = {
-    "warmup": Rule(Whole(0), meaning="the length of the linear warm-up, in scheduler.interval units",
+    "warmup": Rule(Whole(0), meaning="the length of the linear warm-up in scheduler.interval units",
                    hint="0 starts at the full rate."),
     "warmup_start_factor": Rule(Number(0, 1, low_open=True), meaning="the fraction of the rate the warm-up starts at"),
     "step_size": Rule(Whole(1), meaning="the number of epochs (steps with interval=step) between two decays",
@@ -202,4 +202,16 @@ AUGMENTATION: dict[str, dict[str, Rule]] = {
                        "scale": Rule(_pair(0, 1), meaning="the range of the erased area, as a fraction of the image"),
                        "ratio": Rule(_pair(0, None, positive=True), meaning="the range of the erased "
                                                                             "rectangle's aspect ratio")},
+}
+
+TRAINING: dict[str, Rule] = {
+    "divergence_factor": Rule(Number(1, low_open=True), meaning="how many times its reference the training loss may "
+                                                              "grow before the run counts as diverged",
+                              hint="Typical value: 100."),
+    "checkpoint_every_n_steps": Rule(Whole(1, optional=True), meaning="how often (in training steps) "
+                                                                      "checkpoints/last.ckpt is refreshed within an epoch",
+                                     hint="Leave it null to save at epoch ends (and by time) only."),
+    "checkpoint_every_n_minutes": Rule(Number(0, optional=True, low_open=True),
+                                       meaning="how often (in minutes) checkpoints/last.ckpt is refreshed within an epoch",
+                                       hint="Leave it null to save at epoch ends (and by step count) only."),
 }

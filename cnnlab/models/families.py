@@ -75,7 +75,7 @@ CIFAR_DEPTH = Rule(Satisfies(_is_cifar_depth, "6n+2"), message=(
 COMMON_OPTIONS: dict[str, Rule] = {
     "weights": Rule(Text(optional=True), meaning="a torchvision weights name (e.g. ResNet18_Weights.IMAGENET1K_V1) "
                                                  "or a checkpoint file to start from"),
-    "freeze": Rule(Names(), meaning="the parts of the model whose parameters stay fixed"),
+    "freeze": Rule(Names(), meaning="the list of the parts of the model whose parameters stay fixed"),
     "channels_last": Rule(Flag()),
     "compile": Rule(Flag()),
 }
