@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from cnnlab.errors import ConfigError
 
@@ -163,8 +163,8 @@ class Rule:
             raise ConfigError(problem)
 
 
-def check_section(prefix: str, values: dict[str, Any], rules: dict[str, Rule], keys: Sequence[str] | None = None) -> None:
+def check_section(prefix: str, values: dict[str, Any], rules: dict[str, Rule]) -> None:
     """Check each key of ``values`` that ``rules`` describes (keys without a rule are left alone)."""
-    for key in keys if keys is not None else values:
-        if key in rules and key in values:
-            rules[key].check(f"{prefix}.{key}" if prefix else key, values[key])
+    for key, value in values.items():
+        if key in rules:
+            rules[key].check(f"{prefix}.{key}" if prefix else key, value)

@@ -87,7 +87,8 @@ def _vgg_rule(options: Mapping[str, Any], image_size: int) -> str | None:
     variant, depth = options.get("variant", "standard"), options.get("depth", 16)
     needed = VGG_VARIANTS.get(variant)
     if needed is not None and depth != needed[0]:
-        return f"VGG variant '{variant}' is configuration {needed[1]}, which has {needed[0]} layers: set model.depth={needed[0]}."
+        return (f"VGG variant '{variant}' is configuration {needed[1]}, which has {needed[0]} layers: "
+                f"set model.depth={needed[0]}.")
     return None
 
 
@@ -140,7 +141,8 @@ FAMILIES: dict[str, Family] = {
             "Unknown LeNet-5 variant {value}. Valid variants: modern, classic. Set model.variant.")),
         "dropout": DROPOUT,
         "batch_norm": BATCH_NORM,
-        "output": Rule(OneOf(LENET5_OUTPUTS), message="model.output must be 'rbf' (the paper's) or 'linear', got {value}."),
+        "output": Rule(OneOf(LENET5_OUTPUTS),
+                       message="model.output must be 'rbf' (the paper's) or 'linear', got {value}."),
     }),
     "alexnet": Family("cnnlab.models.torchvision_models:alexnet", {
         "lrn": Rule(Flag(), meaning="whether to add the paper's local response normalisation"),
