@@ -16,7 +16,7 @@ from typing import Callable, NoReturn, Sequence
 
 from omegaconf import DictConfig
 
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted, TrainingDivergedError
 
 USAGE = """\
 usage: cnnlab <command> [arguments]
@@ -24,6 +24,8 @@ usage: cnnlab <command> [arguments]
 commands:
   train [overrides]          train and test a model; everything after `train` is Hydra's command line
                              (key=value overrides, group=option, -m for sweeps, --cfg job, --help)
+  resume <run_dir>           continue an interrupted, killed or crashed run in its folder, from its newest
+                             checkpoint (checkpoints/last.ckpt), with the run's saved config
   eval ckpt_path=<file.ckpt> [overrides]
                              re-test a checkpoint of a finished run with the run's saved config
   summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
@@ -34,6 +36,7 @@ examples:
   cnnlab train experiment=lenet5_mnist data.root=../shared/data
   cnnlab train -m optimizer.lr=0.01,0.1 model=mlp model.depth=1,2,4
   cnnlab train -m launcher=pool hydra.launcher.slots=2 optimizer.lr=0.01,0.1 data.batch_size=64,128
+  cnnlab resume outputs/2026-01-01/12-00-00_123
   cnnlab eval ckpt_path=outputs/2026-01-01/12-00-00_123/checkpoints/last.ckpt
   cnnlab summary experiment=lecun1989_net5
   cnnlab train --help           (config groups and their options)
@@ -46,24 +49,29 @@ def _full_errors() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def _report(verb: str, err: BaseException) -> None:
+def _report(verb: str, err: BaseException, log_file: Path | None = None) -> None:
     if _full_errors():
         traceback.print_exception(err)
-    if isinstance(err, CnnlabError):
+    if isinstance(err, (CnnlabError, RunInterrupted)):
         message = err.user_message
     else:
-        message = (f"{type(err).__name__}: {' '.join(str(err).split())} (unexpected: the traceback is in the run's "
-                   f"train.log; set HYDRA_FULL_ERROR=1 to print it)")
+        where = (f"the traceback is in {log_file}" if log_file is not None else
+                 "set HYDRA_FULL_ERROR=1 to print the traceback")
+        message = f"{type(err).__name__}: {' '.join(str(err).split())} (unexpected: {where})"
     print(f"cnnlab {verb}: error: {message}", file=sys.stderr)
 
 
-def _log_traceback_to_file(err: BaseException) -> None:
-    """Keep an unexpected error's traceback in the run's log file only: the console gets one paragraph."""
+def _log_traceback_to_file(err: BaseException) -> Path | None:
+    """Keep an unexpected error's traceback in the run's log file only (the console gets one paragraph);
+    returns that file, or None when there is none."""
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "Unexpected error", None,
                             (type(err), err, err.__traceback__))
+    logged = None
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+            logged = Path(handler.baseFilename)
+    return logged
 
 
 def _import_heavy(module: str) -> ModuleType:
@@ -95,22 +103,40 @@ def _train_task(cfg: DictConfig) -> dict:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
     if cfg.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
         cfg.group = Path(hydra_cfg.sweep.dir).name  # one W&B group per sweep, whichever launcher runs it
+    return _run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task),
+                in_sweep=hydra_cfg.mode == RunMode.MULTIRUN)
+
+
+def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], in_sweep: bool = False,
+         resume_from: Path | None = None) -> dict:
+    """Train (or continue) the run in ``run_dir``; report its outcome on the console, run folder last.
+
+    A run dir that holds an unfinished run of the same config (a requeued SLURM job, a sweep started again with
+    its ``hydra.sweep.dir``) is continued from its checkpoint rather than started over.
+    """
+    verb = "resume" if resume_from is not None else "train"
     try:
         # torch and Lightning load here, after the config is known to be valid
-        results = _import_heavy("cnnlab.run").train(cfg, run_dir, overrides)
+        run = _import_heavy("cnnlab.run")
+        if resume_from is None:
+            resume_from = run.resumable_checkpoint(run_dir, cfg)
+        results = run.train(cfg, run_dir, overrides, resume_from=resume_from)
         top5 = results.get("test/acc_top5")  # none with five classes or fewer
         log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
                  "n/a" if top5 is None else f"{top5:.4f}", results.get("epochs", 0), results.get("train_time_s", 0))
-    except (Exception, KeyboardInterrupt) as err:
-        results = {"status": "failed", "error": getattr(err, "user_message", None) or str(err)}
-        if not isinstance(err, CnnlabError):
-            _log_traceback_to_file(err)
-        _report("train", err)
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+    except RunInterrupted as err:
+        _report(verb, err)
+        print(f"cnnlab {verb}: continue it with: cnnlab resume {run_dir}", file=sys.stderr)
+        print(run_dir)
+        # A signal stops the whole command, sweep included, as Ctrl-C would stop any program.
+        raise SystemExit(err.exit_status) from None
+    except Exception as err:
+        status = "diverged" if isinstance(err, TrainingDivergedError) else "failed"
+        results = {"status": status, "error": getattr(err, "user_message", None) or str(err)}
+        _report(verb, err, None if isinstance(err, CnnlabError) else _log_traceback_to_file(err))
+        if not in_sweep:
             print(run_dir)
             raise SystemExit(1) from None
     print(run_dir)
@@ -141,6 +167,31 @@ def _train(args: Sequence[str]) -> int:
     return 0
 
 
+def _resume(args: Sequence[str]) -> int:
+    if len(args) != 1 or args[0].startswith("-"):
+        if args and args[0] in ("-h", "--help"):
+            print(USAGE)
+            return 0
+        raise ConfigError("cnnlab resume needs exactly one run folder, e.g. cnnlab resume outputs/2026-01-01/12-00-00_123 "
+                          "(the folder cnnlab train printed last).")
+    from cnnlab.config.saved_run import RESUMABLE, load_saved_run
+
+    saved = load_saved_run(args[0], verb="resume")
+    if saved.status == "completed":
+        print(f"cnnlab resume: {saved.run_dir} has completed (test/acc {saved.results.get('test/acc')}): nothing to "
+              f"resume.")
+        return 0
+    if saved.status not in RESUMABLE:
+        raise ConfigError(f"cnnlab resume: {saved.run_dir} {saved.status} ({saved.results.get('error')}); resuming "
+                          f"would repeat that. Start a new run with other settings (e.g. a lower optimizer.lr).")
+    last = saved.run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise ConfigError(f"cnnlab resume: {saved.run_dir} stopped before its first checkpoint, so there is nothing to "
+                          f"continue from. Start it again: cnnlab train {' '.join(saved.overrides)}".rstrip() + ".")
+    _run(saved.config, saved.run_dir, saved.overrides, resume_from=last)
+    return 0
+
+
 def _eval(args: Sequence[str]) -> int:
     paths = [a.split("=", 1)[1] for a in args if a.startswith("ckpt_path=")]
     if len(paths) != 1 or any(a in ("-h", "--help") for a in args):
@@ -161,7 +212,7 @@ def _summary(args: Sequence[str]) -> int:
 
     ns = get_args_parser().parse_args(list(args))
     cfg = compose_config(ns.overrides, config_dir=ns.config_dir)
-    net = _import_heavy("cnnlab.models").build_model(cfg)
+    net = _import_heavy("cnnlab.models.build").build_model(cfg)
     from cnnlab.summary import summarize
 
     print(f"{cfg.model.name} on {cfg.data.name} ({cfg.data.num_classes} classes)")
@@ -182,7 +233,7 @@ def _sweep_summary(args: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "train": _train, "eval": _eval, "summary": _summary, "sweep-summary": _sweep_summary}
+    "train": _train, "resume": _resume, "eval": _eval, "summary": _summary, "sweep-summary": _sweep_summary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[verb](rest)
+    except KeyboardInterrupt:  # Ctrl-C before a run had its own handling in place (while torch loads, say)
+        print(f"cnnlab {verb}: interrupted.", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (`cnnlab train --help | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

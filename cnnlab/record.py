@@ -1,51 +1,101 @@
 """The run contract: what every run leaves in its run dir for people, sweeps and reports to read.
 
-``results.json`` holds the outcome (``status`` "completed" or "failed", metrics as fractions in [0, 1], timing,
-provenance); ``curves.png`` plots loss and accuracy per epoch.
+``results.json`` holds the outcome, metrics as fractions in [0, 1], timing and provenance; ``curves.png`` plots
+loss and accuracy per epoch. ``status`` is exactly one of ``STATUSES``:
+
+- ``running``: written when the run starts; a run killed outright (SIGKILL, a lost machine) stays so.
+- ``completed``: trained and tested.
+- ``failed``: stopped by an error, given in ``error``.
+- ``diverged``: the training loss became NaN or exploded (``error`` says when).
+- ``interrupted``: stopped by a signal after saving a checkpoint; ``resume_command`` continues it.
+
+``results.json`` is replaced atomically (a temporary file, then a rename), so a reader never sees half of one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 RESULTS_FILE = "results.json"
 CURVES_FILE = "curves.png"
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+UNFINISHED = ("running", "interrupted")  # statuses a run dir can be resumed from
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class RunRecord:
-    """Accumulates a run's outcome and writes it to ``results.json``, whatever happens."""
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Replace ``path`` by ``data`` as JSON in one step: readers see the old file or the new one, never a part."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    partial.replace(path)
 
-    def __init__(self, run_dir: Path, overrides: Sequence[str]) -> None:
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """A run dir's ``results.json``, or None when there is none (or it cannot be read)."""
+    try:
+        return json.loads((run_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class RunRecord:
+    """Accumulates a run's outcome and writes it to ``results.json``, whatever happens.
+
+    A resumed run continues the record of its first segment: ``segments`` lists each segment's start, end, status
+    and training time, and ``train_time_s`` is their sum.
+    """
+
+    def __init__(self, run_dir: Path, overrides: Sequence[str], previous: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
-        self.data: dict[str, Any] = {
+        self.data: dict[str, Any] = dict(previous) if previous else {
             "status": "running",
             "run_dir": str(run_dir.resolve()),
             "overrides": list(overrides),
             "started_at": _now(),
         }
+        self.segments: list[dict[str, Any]] = [dict(s) for s in self.data.get("segments", [])]
+        for segment in self.segments:
+            segment.setdefault("status", "interrupted")  # it never closed: the process was killed
+        self.segment: dict[str, Any] = {"started_at": _now(), "train_time_s": 0.0}
+        self.data.update(status="running", error=None)
+        for stale in ("interrupted_by", "resume_command", "finished_at"):
+            self.data.pop(stale, None)
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
+
+    def add_train_time(self, seconds: float) -> None:
+        self.segment["train_time_s"] = round(seconds, 3)
 
     def complete(self, metrics: dict[str, float]) -> None:
         self.data.update({k: float(v) for k, v in metrics.items()})
         self.data.update(status="completed", error=None)
 
-    def fail(self, message: str) -> None:
-        self.data.update(status="failed", error=message)
+    def fail(self, message: str, status: str = "failed") -> None:
+        assert status in STATUSES
+        self.data.update(status=status, error=message)
 
-    def write(self) -> Path:
-        self.data["finished_at"] = _now()
+    def interrupt(self, signal_name: str, resume_command: str) -> None:
+        self.data.update(status="interrupted", error=None, interrupted_by=signal_name, resume_command=resume_command)
+
+    def write(self, final: bool = True) -> Path:
+        """Write ``results.json``; ``final`` closes the current segment (the run stopped, for good or not)."""
+        if final:
+            self.segment.update(finished_at=_now(), status=self.data["status"])
+            self.data["finished_at"] = self.segment["finished_at"]
+        segments = [*self.segments, self.segment]
+        self.data["segments"] = segments
+        self.data["train_time_s"] = round(sum(s.get("train_time_s", 0.0) for s in segments), 3)
         path = self.run_dir / RESULTS_FILE
-        path.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        write_json_atomically(path, self.data)
         return path
 
 

@@ -16,15 +16,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnnlab.checkpoint_file import read_checkpoint
 from cnnlab.data import ImageDataModule, build_datamodule
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, RunInterrupted, TrainingDivergedError
 from cnnlab.models import build_model
-from cnnlab.record import CURVES_FILE, RunRecord, plot_curves
-from cnnlab.tracking.loggers import build_loggers, finish_wandb, log_run_config
+from cnnlab.record import CURVES_FILE, UNFINISHED, RunRecord, plot_curves, read_results
+from cnnlab.tracking.loggers import build_loggers, finish_wandb, log_run_config, wandb_ids
 from cnnlab.tracking.provenance import git_commit
 from cnnlab.training import ImageClassifier
 from cnnlab.training.callbacks import DivergenceGuard, EpochHistory
+from cnnlab.training.checkpointing import LAST_CHECKPOINT, ResumeCheckpoint
 from cnnlab.training.cpu import tune_for_cpu
+from cnnlab.training.interrupts import SignalRequests, launched_by_slurm_launcher, requeue_slurm_job
 from cnnlab.training.module import RUN_CONFIG_KEY
 from cnnlab.training.profilers import build_profiler
 
@@ -39,6 +42,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # Short epochs (the digits default has 23 batches) would warn that they log no per-step loss; every epoch's
 # metrics are logged anyway, so the advice to log more often would only cost speed.
 warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+# A run's checkpoint folder is its own: when it exists, the run is being resumed and its checkpoints are kept.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config: bool = False) -> ImageClassifier:
@@ -79,57 +84,160 @@ def _close_progress_bars(trainer: pl.Trainer | None) -> None:
             progress.close()
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Fit and test ``cfg`` in ``run_dir``. Writes ``results.json`` and ``curves.png`` even when the run fails."""
-    record = RunRecord(run_dir, overrides)
+def _cluster_plugins() -> list:
+    """Under SLURM, Lightning's own pre-emption handling is switched off: cnnlab's signal handling checkpoints at
+    the end of a step and requeues the job itself (see ``cnnlab.training.interrupts``)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def _trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """Lightning's Trainer with ``cfg.trainer``'s options; a device this machine lacks is a config error."""
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**_trainer_options(cfg), **kwargs)
+    except (MisconfigurationException, RuntimeError) as err:
+        accelerator = cfg.trainer.accelerator
+        if accelerator in ("gpu", "cuda", "mps", "tpu") and not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator} needs a GPU, and torch finds none on this machine "
+                              f"({' '.join(str(err).split())}). Train on the CPU with trainer=cpu, or run on a "
+                              f"machine with a GPU.") from None
+        raise
+
+
+def _best_checkpoint(trainer: pl.Trainer | None) -> str:
+    saver = trainer.checkpoint_callback if trainer is not None else None
+    return getattr(saver, "best_model_path", "") or ""
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_from: Path | None = None
+          ) -> dict[str, Any]:
+    """Fit and test ``cfg`` in ``run_dir``; with ``resume_from``, continue the run from that checkpoint.
+
+    Writes ``results.json`` when the run starts (status ``running``) and when it stops, however it stops, and
+    ``curves.png``. A stop signal ends the run after a resumable checkpoint with ``RunInterrupted``; in a trial of
+    ``launcher=slurm``, SLURM's pre-emption warning (SIGUSR1) also puts the job back in the queue.
+    """
+    previous = read_results(run_dir) if resume_from is not None else None
+    record = RunRecord(run_dir, overrides, previous=previous)
     record.update(git=git_commit())
+    record.write(final=False)  # on disk from the start: a run killed outright is visibly unfinished
     history = EpochHistory()
     loggers: list = []
     checkpoints: dict[str, str] = {}
     trainer: pl.Trainer | None = None
-    failed = True
-    try:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = build_datamodule(cfg)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        classifier = build_classifier(cfg, datamodule, store_config=True)
-        record.update(params=sum(p.numel() for p in classifier.model.parameters()))
-        loggers = build_loggers(cfg.logger, run_name(overrides) or run_dir.name)
-        log_run_config(loggers, classifier.run_config)
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-        trainer = pl.Trainer(
-            **_trainer_options(cfg),
-            logger=loggers or False,
-            callbacks=[*callbacks, DivergenceGuard(), history],
-            default_root_dir=str(run_dir),
-        )
-        tune_for_cpu(trainer)
-        started = time.perf_counter()
-        trainer.fit(classifier, datamodule=datamodule)
-        record.update(train_time_s=round(time.perf_counter() - started, 3), epochs=len(history.rows),
-                      train_images_per_s=history.images_per_second)
-        saver = trainer.checkpoint_callback
-        best = saver.best_model_path if saver else ""
-        checkpoints = {alias: path for alias, path in (("best", best), ("last", saver.last_model_path if saver else ""))
-                       if path}
-        tested = trainer.test(classifier, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
-        record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc")})
-        record.complete({k: v for k, v in tested.items() if k.startswith("test/")})
-        failed = False
-        return record.data
-    except BaseException as err:
-        _close_progress_bars(trainer)
-        record.fail(getattr(err, "user_message", None) or f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        record.update(epochs=len(history.rows), history=history.rows,
-                      devices=os.environ.get("CUDA_VISIBLE_DEVICES"), torch_threads=torch.get_num_threads())
-        for command in finish_wandb(loggers, failed, checkpoints):
-            log.info("W&B run saved offline; upload it with: %s", command)
-            record.update(wandb_sync=command)
-        record.write()
-        plot_curves(history.rows, run_dir / CURVES_FILE)
+    started = time.perf_counter()
+    with SignalRequests() as signals:
+        try:
+            pl.seed_everything(cfg.seed, workers=True, verbose=False)
+            datamodule = build_datamodule(cfg)
+            datamodule.prepare_data()
+            datamodule.setup("fit")
+            classifier = build_classifier(cfg, datamodule, store_config=True)
+            record.update(params=sum(p.numel() for p in classifier.model.parameters()))
+            loggers = build_loggers(cfg.logger, run_name(overrides) or run_dir.name, run_dir=run_dir,
+                                    resume_step=_global_step(resume_from), wandb_id=(previous or {}).get("wandb_id"))
+            record.update(**wandb_ids(loggers))
+            if resume_from is None:
+                log_run_config(loggers, classifier.run_config)
+            callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+            training = cfg.training
+            trainer = _trainer(
+                cfg,
+                logger=loggers or False,
+                callbacks=[*callbacks, DivergenceGuard(training.divergence_factor, cfg.data.num_classes), history,
+                           ResumeCheckpoint(run_dir / "checkpoints", training.checkpoint_every_n_steps,
+                                            training.checkpoint_every_n_minutes, signals)],
+                plugins=_cluster_plugins(),
+                default_root_dir=str(run_dir),
+            )
+            tune_for_cpu(trainer)
+            if resume_from is not None:
+                log.info("Resuming from %s (epoch %d, step %d)", resume_from, *_epoch_and_step(resume_from))
+            started = time.perf_counter()
+            trainer.fit(classifier, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                        weights_only=True)
+            record.add_train_time(time.perf_counter() - started)
+            record.update(epochs=len(history.rows), train_images_per_s=history.images_per_second)
+            best = _best_checkpoint(trainer)
+            checkpoints = {alias: path for alias, path in (("best", best), ("last", str(run_dir / "checkpoints" /
+                                                                                       LAST_CHECKPOINT))) if path}
+            if best:  # the weights only: the callbacks keep the state of the finished fit (its history)
+                classifier.load_state_dict(read_checkpoint(best, purpose="testing the best checkpoint")["state_dict"])
+            tested = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]
+            record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc")})
+            record.complete({k: v for k, v in tested.items() if k.startswith("test/")})
+            return record.data
+        except RunInterrupted as err:
+            _close_progress_bars(trainer)
+            record.add_train_time(time.perf_counter() - started)
+            record.interrupt(err.signal_name, f"cnnlab resume {run_dir}")
+            if err.signal_name == "SIGUSR1" and launched_by_slurm_launcher():
+                record.update(requeued=requeue_slurm_job())
+            raise
+        except TrainingDivergedError as err:
+            _close_progress_bars(trainer)
+            record.fail(err.user_message, status="diverged")
+            raise
+        except BaseException as err:
+            _close_progress_bars(trainer)
+            record.fail(getattr(err, "user_message", None) or f"{type(err).__name__}: {err}")
+            raise
+        finally:
+            if record.data["status"] != "completed":
+                record.update(best_checkpoint=_best_checkpoint(trainer) or record.data.get("best_checkpoint"),
+                              **{"val/acc_best": history.best("val/acc")})
+            if history.rows or resume_from is None:  # a resume that failed early keeps the history it found
+                record.update(epochs=len(history.rows), history=history.rows)
+            record.update(devices=os.environ.get("CUDA_VISIBLE_DEVICES"), torch_threads=torch.get_num_threads())
+            for command in finish_wandb(loggers, record.data["status"], checkpoints):
+                log.info("W&B run saved offline; upload it with: %s", command)
+                record.update(wandb_sync=command)
+            record.write()
+            plot_curves(history.rows, run_dir / CURVES_FILE)
+
+
+def _epoch_and_step(checkpoint: Path) -> tuple[int, int]:
+    state = read_checkpoint(checkpoint, purpose="cnnlab resume")
+    return int(state.get("epoch", 0)), int(state.get("global_step", 0))
+
+
+def _global_step(checkpoint: Path | None) -> int | None:
+    return None if checkpoint is None else _epoch_and_step(checkpoint)[1]
+
+
+# Keys a continued run may differ in from the run it continues: where things are, not what is trained.
+_RELOCATABLE = ("group", "data.root", "data.cache_dir", "data.num_workers", "data.download")
+
+
+def resumable_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
+    """The checkpoint from which the unfinished run in ``run_dir`` continues, or None: no run there, it finished,
+    it has no checkpoint yet, or it was a run of another config (then it is started over, and the log says why)."""
+    results = read_results(run_dir)
+    last = run_dir / "checkpoints" / LAST_CHECKPOINT
+    if results is None or results.get("status") not in UNFINISHED or not last.is_file():
+        return None
+    stored = _flat(read_checkpoint(last, purpose=f"resuming {run_dir}").get(RUN_CONFIG_KEY) or {})
+    wanted = _flat(OmegaConf.to_container(cfg, resolve=True))
+    # A null in the new config is filled in later (data.num_classes), so it matches what the old run filled in.
+    changed = [key for key in sorted(set(stored) | set(wanted)) if not key.startswith(_RELOCATABLE)
+               and wanted.get(key) is not None and stored.get(key) != wanted.get(key)]
+    if changed:
+        log.warning("%s holds an unfinished run of another config (%s differ): starting over.", run_dir,
+                    ", ".join(changed[:5]))
+        return None
+    return last
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
 
 
 def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -141,7 +249,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     if not path.is_file():
         raise ConfigError(f"No checkpoint at {path}. Pass ckpt_path=<run_dir>/checkpoints/<file>.ckpt of a finished "
                           f"run.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path, purpose="cnnlab eval")
     if RUN_CONFIG_KEY not in checkpoint:
         raise ConfigError(f"{path} was not written by cnnlab train (it holds no run config), so it cannot be "
                           f"re-evaluated here.")
@@ -159,7 +267,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
                if k in ("accelerator", "devices", "precision", "deterministic", "limit_test_batches", "profiler")}
     trainer = pl.Trainer(**options, logger=False, enable_checkpointing=False, default_root_dir=str(path.parent))
     tune_for_cpu(trainer)
-    metrics = trainer.test(classifier, datamodule=datamodule, ckpt_path=str(path), verbose=False)[0]
+    metrics = trainer.test(classifier, datamodule=datamodule, ckpt_path=str(path), verbose=False, weights_only=True)[0]
     result = {"checkpoint": str(path.resolve()), **{k: float(v) for k, v in metrics.items()}}
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     (run_dir / f"eval-{path.stem}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -71,7 +71,7 @@ def test_divergence_stops_the_run_and_keeps_checkpoints(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
     run_dir = run_dir_of(result)
     results = results_of(run_dir)
-    assert results["status"] == "failed" and "diverged" in results["error"]
+    assert results["status"] == "diverged" and "Training diverged" in results["error"]
     assert list((run_dir / "checkpoints").glob("epoch000-*.ckpt"))
 
 

@@ -157,6 +157,18 @@ class TrainerConfig:
     profiler: Optional[str] = None  # simple, advanced, pytorch or xla: Lightning's profiler of that name
 
 
+@dataclass
+class TrainingConfig:
+    """How a run protects itself: when it counts as diverged, and how often it saves a checkpoint to resume from."""
+
+    # Diverged once the training loss exceeds this many times its reference (the first step's loss, or the
+    # chance-level loss if larger), or becomes NaN.
+    divergence_factor: float = 100.0
+    # checkpoints/last.ckpt is written at every epoch's end, and within long epochs every N steps and/or minutes.
+    checkpoint_every_n_steps: Optional[int] = None
+    checkpoint_every_n_minutes: Optional[float] = 5.0
+
+
 SCHEMAS = {
     "data": {"base": DataConfig, "folder": FolderDataConfig},
     "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "rmsprop": RMSpropConfig},
@@ -170,6 +182,7 @@ SCHEMAS = {
     },
     "loss": {"base": LossConfig},
     "trainer": {"base": TrainerConfig},
+    "training": {"base": TrainingConfig},
 }
 
 

@@ -39,6 +39,7 @@ def validate(cfg: DictConfig) -> None:
     _check_scheduler(_plain(cfg, "scheduler"))
     _check_loss(_plain(cfg, "loss"))
     _check_trainer(_plain(cfg, "trainer"))
+    check_section("training", _plain(cfg, "training"), rules.TRAINING)
 
 
 def _plain(cfg: DictConfig, section: str) -> dict[str, Any]:

@@ -98,14 +98,19 @@ def save_cached(path: Path, tensors: ImageTensors, classes: list[str]) -> None:
 class TensorBatches:
     """An epoch of batches cut from a (shuffled) order of an ``ImageTensors``, for one rank of ``world_size``.
 
-    Lightning takes any iterable with a length as a data loader; each pass draws a new order.
+    Lightning takes any iterable with a length as a data loader; each pass draws a new order. It is also
+    stateful in Lightning's sense (``state_dict`` / ``load_state_dict``): a checkpoint taken in the middle of an
+    epoch records which order was drawn and how many batches of it were handed out, so a resumed run continues
+    with exactly the batches the interrupted one had not seen yet.
     """
 
     def __init__(self, data: ImageTensors, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
                  world_size: int = 1) -> None:
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
+        self.epoch = 0  # orders drawn so far; the current pass uses seed + epoch - 1
+        self.served = 0  # batches of the current pass handed out
+        self._resume_at: int | None = None
 
     def _count(self) -> int:
         return math.ceil(len(self.data) / self.world_size) if self.world_size > 1 else len(self.data)
@@ -113,17 +118,32 @@ class TensorBatches:
     def __len__(self) -> int:
         return math.ceil(self._count() / self.batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "served": self.served}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        # A pass cut short continues where it stopped; a finished one is followed by a new order as usual.
+        served = int(state["served"])
+        self._resume_at = served if 0 < served < len(self) and self.shuffle else None
+        if self._resume_at is None:
+            self.served = 0
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.data)
+        skip, self._resume_at = self._resume_at, None
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-            self.epoch += 1
+            if skip is None:
+                self.epoch += 1
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch - 1))
         else:
             order = torch.arange(n)
         if self.world_size > 1:  # every rank gets the same number of samples, as DistributedSampler does
             order = torch.cat([order, order[: self._count() * self.world_size - n]])[self.rank::self.world_size]
         order = order.to(self.data.images.device)
-        for start in range(0, len(order), self.batch_size):
+        self.served = skip or 0
+        for start in range(self.served * self.batch_size, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
+            self.served += 1
             # index_select: several times faster than advanced indexing for a batch of whole rows
             yield self.data.images.index_select(0, index), self.data.labels.index_select(0, index)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
 from cnnlab.tracking.wandb_mode import offline_reason
@@ -18,25 +21,83 @@ WANDB_TARGETS = {"lightning.pytorch.loggers.WandbLogger", "lightning.pytorch.log
                  "pytorch_lightning.loggers.WandbLogger"}
 
 
-def build_loggers(logger_cfg: DictConfig, run_name: str) -> list[Logger]:
+class RunCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger``, writing ``metrics.csv`` straight into the run dir and continuing it when the run
+    resumes.
+
+    Lightning's writer deletes an existing ``metrics.csv`` (and warns that the folder is not empty, which a run dir
+    never is: Hydra has written ``.hydra/`` and the log there). This one keeps the rows logged before the resumed
+    checkpoint's step and appends after them.
+    """
+
+    def __init__(self, save_dir: str, resume_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(save_dir, name="", version="", **kwargs)
+        self.resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._experiment = _ContinuedWriter(self.log_dir, self.resume_step)
+        return self._experiment
+
+
+class _ContinuedWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, resume_step: int | None) -> None:
+        self.resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        if self.resume_step is None:  # a new run in a used folder starts a new file
+            path.unlink()
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys, rows = list(reader.fieldnames or []), [r for r in reader if int(r["step"]) < self.resume_step]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = keys
+
+
+def build_loggers(logger_cfg: DictConfig, run_name: str, run_dir: Path | None = None,
+                  resume_step: int | None = None, wandb_id: str | None = None) -> list[Logger]:
+    """The loggers of ``logger_cfg``. ``resume_step`` (a resumed run) makes the CSV log continue from that step;
+    ``wandb_id`` makes W&B continue that run."""
     loggers: list[Logger] = []
     for name, conf in logger_cfg.items():
         if conf is None:  # logger.<name>=null switches one off
             continue
-        if conf.get("_target_") in WANDB_TARGETS:
+        target = conf.get("_target_")
+        if target in WANDB_TARGETS:
+            resume = {"id": wandb_id, "resume": "allow"} if wandb_id else {}
             reason = offline_reason(bool(conf.get("offline", False)))
             if reason is None:
-                loggers.append(instantiate(conf, offline=False, name=run_name))
+                loggers.append(instantiate(conf, offline=False, name=run_name, **resume))
                 continue
             log.info("W&B logs offline: %s.", reason)
             # Lightning refuses log_model offline, but W&B stores artifacts offline and uploads them on sync:
             # finish_wandb logs the checkpoints itself.
-            logger = instantiate(conf, offline=True, log_model=False, name=run_name)
+            logger = instantiate(conf, offline=True, log_model=False, name=run_name, **resume)
             logger.cnnlab_log_model = bool(conf.get("log_model", False))
             loggers.append(logger)
+        elif target == f"{RunCSVLogger.__module__}.{RunCSVLogger.__qualname__}":
+            loggers.append(instantiate(conf, resume_step=resume_step))
         else:
             loggers.append(instantiate(conf))
     return loggers
+
+
+def wandb_ids(loggers: list[Logger]) -> dict[str, str]:
+    """``{"wandb_id": ...}`` for the run's W&B run (started here if need be), so that a resumed run continues it."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return {"wandb_id": logger.experiment.id}
+    return {}
 
 
 def log_run_config(loggers: list[Logger], config: Mapping[str, Any]) -> None:
@@ -53,8 +114,9 @@ def _log_checkpoints(run: Any, checkpoints: dict[str, str]) -> None:
     run.log_artifact(artifact, aliases=list(checkpoints))
 
 
-def finish_wandb(loggers: list[Logger], failed: bool, checkpoints: dict[str, str]) -> list[str]:
-    """End the W&B runs (failed runs finish as failed) and return the ``wandb sync`` command of each offline one.
+def finish_wandb(loggers: list[Logger], status: str, checkpoints: dict[str, str]) -> list[str]:
+    """End the W&B runs (any status but completed finishes as failed) and return the ``wandb sync`` command of
+    each offline one.
 
     ``checkpoints`` maps aliases ("best", "last") to files, uploaded as a model artifact by offline runs.
     """
@@ -67,7 +129,7 @@ def finish_wandb(loggers: list[Logger], failed: bool, checkpoints: dict[str, str
             _log_checkpoints(run, checkpoints)
         offline = bool(getattr(run, "offline", False)) or run.settings.mode == "offline"
         run_dir = Path(run.dir).parent
-        run.finish(exit_code=1 if failed else 0)
+        run.finish(exit_code=0 if status == "completed" else 1)
         if offline:
             commands.append(f"wandb sync {run_dir}")
     return commands

@@ -17,6 +17,7 @@ TOP5_MIN_CLASSES = 6  # top-5 accuracy is only informative with more than five c
 
 
 RUN_CONFIG_KEY = "cnnlab_config"  # where checkpoints keep the run's resolved config, for ``cnnlab eval``
+EPOCH_MEANS_KEY = "cnnlab_epoch_means"  # the training epoch's running loss and accuracy, for exact resumption
 
 
 def _accuracies(num_classes: int, prefix: str) -> MetricCollection:
@@ -48,6 +49,12 @@ class EpochMean:
             self.total = torch.zeros((), device=value.device)
         self.total.add_(value.detach(), alpha=weight)
         self.count += n
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.total, self.count = state["total"], int(state["count"])
 
     def pop(self) -> Tensor | None:
         mean = None if self.total is None else self.total / self.count
@@ -159,6 +166,16 @@ class ImageClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:
             checkpoint[RUN_CONFIG_KEY] = self.run_config
+        # A checkpoint taken within an epoch carries the epoch's running means, so that a run resumed from it
+        # reports the same epoch metrics as one that was never interrupted.
+        checkpoint[EPOCH_MEANS_KEY] = {"train_acc": self.train_accuracy.state_dict(),
+                                       "train_loss": self.losses["train"].state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        means = checkpoint.get(EPOCH_MEANS_KEY)
+        if means is not None:
+            self.train_accuracy.load_state_dict(means["train_acc"])
+            self.losses["train"].load_state_dict(means["train_loss"])
 
     def configure_optimizers(self) -> Any:
         # Frozen layers (model.freeze) are left out, so weight decay does not shrink them either.
