@@ -103,10 +103,34 @@ def _train_task(cfg: DictConfig) -> dict:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    if cfg.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
-        cfg.group = Path(hydra_cfg.sweep.dir).name  # one W&B group per sweep, whichever launcher runs it
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        if cfg.group is None:
+            cfg.group = Path(hydra_cfg.sweep.dir).name  # one W&B group per sweep, whichever launcher runs it
+        _relaunch_as_this_job(hydra_cfg)
     return _run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task),
                 in_sweep=hydra_cfg.mode == RunMode.MULTIRUN)
+
+
+def _relaunch_as_this_job(hydra_cfg: DictConfig) -> None:
+    """Make this process's command line the one that runs exactly this sweep job, in its folder.
+
+    Lightning's DDP launcher starts a run's other processes by running ``sys.argv`` again, with Hydra's run dir
+    (``hydra.run.dir``) appended: for a job of ``cnnlab train -m ...`` that would start the whole sweep in every
+    process. Only done in the ``cnnlab train`` process itself; a launcher that runs jobs elsewhere sets its own.
+    """
+    from omegaconf import open_dict, read_write
+
+    if sys.argv[1:2] != ["train"]:
+        return
+    flags = []
+    typed = sys.argv[2:]
+    for flag in ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp"):
+        if flag in typed and typed.index(flag) + 1 < len(typed):
+            flags += [flag, typed[typed.index(flag) + 1]]
+    job = [o for o in hydra_cfg.overrides.hydra if not o.startswith(("hydra.mode=", "hydra.sweep."))]
+    sys.argv = [sys.argv[0], "train", *flags, *hydra_cfg.overrides.task, *job]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
 def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], in_sweep: bool = False,
@@ -117,12 +141,15 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], in_sweep: bool = 
     its ``hydra.sweep.dir``) is continued from its checkpoint rather than started over.
     """
     verb = "resume" if resume_from is not None else "train"
+    run = None
     try:
         # torch and Lightning load here, after the config is known to be valid
         run = _import_heavy("cnnlab.run")
         if resume_from is None:
             resume_from = run.resumable_checkpoint(run_dir, cfg)
         results = run.train(cfg, run_dir, overrides, resume_from=resume_from)
+        if not run.is_global_zero():  # another process of a distributed run: rank 0 reports
+            return results
         top5 = results.get("test/acc_top5")  # none with five classes or fewer
         log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
                  "n/a" if top5 is None else f"{top5:.4f}", results.get("epochs", 0), results.get("train_time_s", 0))
@@ -144,16 +171,20 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], in_sweep: bool = 
 
 
 def _train(args: Sequence[str]) -> int:
-    import hydra
+    from hydra import version
+    from hydra._internal.utils import _run_hydra, get_args_parser
 
     from cnnlab.config import builtin_config_dir, check_command_line
     from cnnlab.config.compose import CONFIG_NAME, HYDRA_VERSION_BASE, register
 
     check_command_line(args)
     register()
-    sys.argv = ["cnnlab train", *args]
-    hydra.main(config_path=str(builtin_config_dir()), config_name=CONFIG_NAME,
-               version_base=HYDRA_VERSION_BASE)(_train_task)()
+    # What @hydra.main does, with the arguments given rather than read from sys.argv: sys.argv stays the command
+    # that was typed, which Lightning's DDP launcher runs again for every other process of a run.
+    version.setbase(HYDRA_VERSION_BASE)
+    parser = get_args_parser()
+    _run_hydra(args=parser.parse_args(list(args)), args_parser=parser, task_function=_train_task,
+               config_path=str(builtin_config_dir()), config_name=CONFIG_NAME)
     from cnnlab.sweeps.callback import SweepSummaryCallback
 
     sweep = SweepSummaryCallback.last_summary
@@ -168,6 +199,8 @@ def _train(args: Sequence[str]) -> int:
 
 
 def _resume(args: Sequence[str]) -> int:
+    # The other processes of a distributed run are started with Hydra's run dir and job name appended.
+    args = [a for a in args if not a.startswith("hydra.")]
     if len(args) != 1 or args[0].startswith("-"):
         if args and args[0] in ("-h", "--help"):
             print(USAGE)

@@ -53,8 +53,10 @@ class RunRecord:
     and training time, and ``train_time_s`` is their sum.
     """
 
-    def __init__(self, run_dir: Path, overrides: Sequence[str], previous: dict[str, Any] | None = None) -> None:
+    def __init__(self, run_dir: Path, overrides: Sequence[str], previous: dict[str, Any] | None = None,
+                 write: bool = True) -> None:
         self.run_dir = run_dir
+        self.writes = write  # False in the other processes of a distributed run: one record, by rank 0
         self.data: dict[str, Any] = dict(previous) if previous else {
             "status": "running",
             "run_dir": str(run_dir.resolve()),
@@ -95,7 +97,8 @@ class RunRecord:
         self.data["segments"] = segments
         self.data["train_time_s"] = round(sum(s.get("train_time_s", 0.0) for s in segments), 3)
         path = self.run_dir / RESULTS_FILE
-        write_json_atomically(path, self.data)
+        if self.writes:
+            write_json_atomically(path, self.data)
         return path
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.checkpoint_file import read_checkpoint
@@ -112,6 +114,28 @@ def _best_checkpoint(trainer: pl.Trainer | None) -> str:
     return getattr(saver, "best_model_path", "") or ""
 
 
+@contextlib.contextmanager
+def _distributed_scope() -> Iterator[None]:
+    """Leave no trace of a distributed run in this process: Lightning's DDP launcher sets MASTER_PORT, LOCAL_RANK
+    and friends in os.environ and keeps the process group, so the next run of a sweep in the same process would
+    think it was started by a launcher and talk to processes that are gone."""
+    environment = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in set(os.environ) - set(environment):
+            del os.environ[key]
+        os.environ.update(environment)
+
+
+def is_global_zero() -> bool:
+    """Whether this is the process that reports for the run: the only one, or rank 0 of a distributed run (the
+    others are started by Lightning's DDP launcher, or by SLURM, with their rank in the environment)."""
+    return rank_zero_only.rank == 0
+
+
 def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_from: Path | None = None
           ) -> dict[str, Any]:
     """Fit and test ``cfg`` in ``run_dir``; with ``resume_from``, continue the run from that checkpoint.
@@ -121,7 +145,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
     ``launcher=slurm``, SLURM's pre-emption warning (SIGUSR1) also puts the job back in the queue.
     """
     previous = read_results(run_dir) if resume_from is not None else None
-    record = RunRecord(run_dir, overrides, previous=previous)
+    record = RunRecord(run_dir, overrides, previous=previous, write=is_global_zero())
     record.update(git=git_commit())
     record.write(final=False)  # on disk from the start: a run killed outright is visibly unfinished
     history = EpochHistory()
@@ -129,7 +153,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
     checkpoints: dict[str, str] = {}
     trainer: pl.Trainer | None = None
     started = time.perf_counter()
-    with SignalRequests() as signals:
+    with SignalRequests() as signals, _distributed_scope():
         try:
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
             datamodule = build_datamodule(cfg)
@@ -196,7 +220,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
                 log.info("W&B run saved offline; upload it with: %s", command)
                 record.update(wandb_sync=command)
             record.write()
-            plot_curves(history.rows, run_dir / CURVES_FILE)
+            if is_global_zero():
+                plot_curves(history.rows, run_dir / CURVES_FILE)
 
 
 def _epoch_and_step(checkpoint: Path) -> tuple[int, int]:

@@ -143,7 +143,8 @@ class ImageClassifier(pl.LightningModule):
         values = metrics.compute()  # torchmetrics reduces across DDP processes itself
         metrics.reset()
         self._log_loss(stage, loss_name)
-        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        # Already reduced across processes by torchmetrics; sync_dist only keeps Lightning from warning so.
+        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage == "val", sync_dist=True)
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> None:
         images, labels = batch
