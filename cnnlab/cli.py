@@ -31,6 +31,9 @@ commands:
   summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
   sweep-summary <sweep_dir>  summary.csv, summary.md and plots of a finished or running sweep
 
+models: lenet5_bn (the default: LeNet-5 with batch norm), lenet5, linear, mlp, lecun1989, alexnet, vgg, googlenet,
+        inception_v3, resnet, resnet_cifar, plain_cifar   (cnnlab train --help lists every config group)
+
 examples:
   cnnlab train
   cnnlab train experiment=lenet5_mnist data.root=../shared/data
@@ -221,6 +224,8 @@ def _resume(args: Sequence[str]) -> int:
     if not last.is_file():
         raise ConfigError(f"cnnlab resume: {saved.run_dir} stopped before its first checkpoint, so there is nothing to "
                           f"continue from. Start it again: cnnlab train {' '.join(saved.overrides)}".rstrip() + ".")
+    if saved.hydra.mode == "MULTIRUN" and saved.config.get("group") is None:
+        saved.config.group = saved.run_dir.parent.name  # the sweep's W&B group, as when the trial started
     _run(saved.config, saved.run_dir, saved.overrides, resume_from=last)
     return 0
 
@@ -271,14 +276,14 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0
-    verb, rest = args[0], args[1:]
-    if verb not in COMMANDS:
+    verb, rest = (args[0], args[1:]) if args else ("help", [])
+    if verb not in COMMANDS and verb not in ("-h", "--help", "help"):
         print(f"cnnlab: unknown command '{verb}'. Commands: {', '.join(COMMANDS)}.\n\n{USAGE}", file=sys.stderr)
         return 2
     try:
+        if verb not in COMMANDS:
+            print(USAGE)
+            return 0
         return COMMANDS[verb](rest)
     except KeyboardInterrupt:  # Ctrl-C before a run had its own handling in place (while torch loads, say)
         print(f"cnnlab {verb}: interrupted.", file=sys.stderr)

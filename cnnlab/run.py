@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
+from lightning.pytorch.accelerators import CPUAccelerator
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
@@ -48,6 +49,33 @@ warnings.filterwarnings("ignore", message=r"The number of training batches .* is
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
+class _DropMessages(logging.Filter):
+    """Drops the log records that start with one of ``prefixes``: advertising, not information about the run."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip"))
+
+
+def _describe(cfg: DictConfig, datamodule: ImageDataModule, classifier: ImageClassifier, trainer: pl.Trainer) -> str:
+    """The run's essentials in one line: what is trained on what, how big, where."""
+    sizes = " / ".join(f"{len(s):,} {name}" for name, s in (("training", datamodule.train_set),
+                                                             ("validation", datamodule.val_set),
+                                                             ("test", datamodule.test_set)))
+    params = sum(p.numel() for p in classifier.model.parameters())
+    where = f"{trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')}"
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        where += f" ({torch.get_num_threads()} threads)"
+    return (f"{cfg.model.name} ({params:,} parameters) on {cfg.data.name} ({datamodule.num_classes} classes: "
+            f"{sizes} images), {where}, {cfg.trainer.max_epochs} epochs")
+
+
 def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config: bool = False) -> ImageClassifier:
     """The LightningModule for ``cfg``; fills ``data.num_classes`` from the data when the config leaves it null.
 
@@ -56,7 +84,7 @@ def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config:
     if cfg.data.num_classes is None:
         with open_dict(cfg):
             cfg.data.num_classes = datamodule.num_classes
-    return ImageClassifier(
+    classifier = ImageClassifier(
         build_model(cfg),
         num_classes=cfg.data.num_classes,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
@@ -64,6 +92,9 @@ def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config:
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         run_config=OmegaConf.to_container(cfg, resolve=True) if store_config else None,
     )
+    if not cfg.model.compile:  # an example image lets Lightning's model summary show sizes and FLOPs
+        classifier.example_input_array = torch.zeros(1, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    return classifier
 
 
 def _trainer_options(cfg: DictConfig) -> dict[str, Any]:
@@ -178,6 +209,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
                 default_root_dir=str(run_dir),
             )
             tune_for_cpu(trainer)
+            log.info("%s", _describe(cfg, datamodule, classifier, trainer))
             if resume_from is not None:
                 log.info("Resuming from %s (epoch %d, step %d)", resume_from, *_epoch_and_step(resume_from))
             started = time.perf_counter()
@@ -292,7 +324,9 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
                if k in ("accelerator", "devices", "precision", "deterministic", "limit_test_batches", "profiler")}
     trainer = pl.Trainer(**options, logger=False, enable_checkpointing=False, default_root_dir=str(path.parent))
     tune_for_cpu(trainer)
-    metrics = trainer.test(classifier, datamodule=datamodule, ckpt_path=str(path), verbose=False, weights_only=True)[0]
+    # The weights only (Lightning's ckpt_path would also restore the training callbacks, which testing lacks).
+    classifier.load_state_dict(checkpoint["state_dict"])
+    metrics = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]
     result = {"checkpoint": str(path.resolve()), **{k: float(v) for k, v in metrics.items()}}
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     (run_dir / f"eval-{path.stem}.json").write_text(json.dumps(result, indent=2) + "\n")

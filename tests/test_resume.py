@@ -254,3 +254,20 @@ def test_a_gpu_config_on_a_machine_without_one_suggests_the_cpu(tmp_path: Path) 
     assert result.returncode == 1
     assert "trainer=cpu" in result.stderr and "Traceback" not in result.stderr
     assert json.loads((run_dir_of(result) / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_resumed_run_continues_its_wandb_run_offline(tmp_path: Path) -> None:
+    env = {"WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    args = (*SLOW_EPOCHS, "trainer.max_epochs=2", "training.checkpoint_every_n_steps=20", "logger=[csv,wandb]",
+            "hydra.run.dir=run")
+    process = _start(tmp_path, *args, env=env)
+    _wait_for_checkpoint(process, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    first_id = results_of(tmp_path / "run")["wandb_id"]
+    resumed = run_cli("resume", "run", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    results = results_of(tmp_path / "run")
+    assert results["status"] == "completed" and results["wandb_id"] == first_id
+    segments = sorted((tmp_path / "run" / "wandb").glob(f"offline-run-*-{first_id}"))
+    assert len(segments) == 2  # one offline record per segment, both of the same W&B run (`wandb sync` joins them)

@@ -160,8 +160,8 @@ class ImageDataModule(pl.LightningDataModule):
                              world_size=world)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.batch_pipeline is None:
-            return batch
+        if self.batch_pipeline is None or not isinstance(batch, (tuple, list)):
+            return batch  # a lone tensor is a model input already (the model summary's example image)
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
         return self.batch_pipeline(images, train=training), labels

@@ -64,6 +64,15 @@ class _ContinuedWriter(ExperimentWriter):
         self.metrics_keys = keys
 
 
+def _without_unset_anonymous(logger: WandbLogger) -> WandbLogger:
+    # Lightning always passes wandb.init(anonymous=None); current W&B warns on every run that the setting has no
+    # effect, whatever its value. Left out when unset, W&B says nothing.
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
+
+
 def build_loggers(logger_cfg: DictConfig, run_name: str, run_dir: Path | None = None,
                   resume_step: int | None = None, wandb_id: str | None = None) -> list[Logger]:
     """The loggers of ``logger_cfg``. ``resume_step`` (a resumed run) makes the CSV log continue from that step;
@@ -77,12 +86,12 @@ def build_loggers(logger_cfg: DictConfig, run_name: str, run_dir: Path | None = 
             resume = {"id": wandb_id, "resume": "allow"} if wandb_id else {}
             reason = offline_reason(bool(conf.get("offline", False)))
             if reason is None:
-                loggers.append(instantiate(conf, offline=False, name=run_name, **resume))
+                loggers.append(_without_unset_anonymous(instantiate(conf, offline=False, name=run_name, **resume)))
                 continue
             log.info("W&B logs offline: %s.", reason)
             # Lightning refuses log_model offline, but W&B stores artifacts offline and uploads them on sync:
             # finish_wandb logs the checkpoints itself.
-            logger = instantiate(conf, offline=True, log_model=False, name=run_name, **resume)
+            logger = _without_unset_anonymous(instantiate(conf, offline=True, log_model=False, name=run_name, **resume))
             logger.cnnlab_log_model = bool(conf.get("log_model", False))
             loggers.append(logger)
         elif target == f"{RunCSVLogger.__module__}.{RunCSVLogger.__qualname__}":
