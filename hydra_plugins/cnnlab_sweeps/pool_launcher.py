@@ -1,12 +1,15 @@
-"""``hydra/launcher=pool`` (``launcher=pool`` in cnnlab): concurrent trials, each in its own process, pinned to
-its own GPUs.
+"""``hydra/launcher=pool`` (``launcher=pool`` in cnnlab): concurrent trials on this machine, each slot pinned to its
+own GPUs (or its share of the CPU threads), for any Hydra application.
 
-Every trial is a ``cnnlab train`` process of its own, started as soon as a slot frees (no batch barrier), with
-``CUDA_VISIBLE_DEVICES`` set to the GPU group the slot owns — k GPUs per trial make that trial's ``trainer=ddp``
-run over exactly those k — or, without GPUs, with the machine's CPU threads split between the slots. Slots are
-a thread pool (``concurrent.futures``) handing out GPU groups from a queue; the trials themselves are ordinary
-runs, so a trial that raises, runs out of memory or diverges is recorded as failed in its own results.json and
-the sweep goes on. Rerunning the same command on the same ``hydra.sweep.dir`` skips the trials that completed.
+Each slot has one long-lived worker process, started with the slot's environment — ``CUDA_VISIBLE_DEVICES`` set to
+the slot's GPU group (k GPUs per trial: a trial's ``trainer=ddp`` trains over exactly those k) or, without GPUs,
+``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to its share of the cores — that runs Hydra's job for its trials one
+after another (``trials.execute``: the task function with the trial's full sweep config, through ``run_job``), so an
+application's start-up is paid once per slot. The next trial starts as soon as a slot frees (no batch barrier).
+A trial that raises is a failed ``JobReturn`` and the other trials go on; a trial that kills its worker (a crash,
+``os._exit``, out of memory) is a failed ``JobReturn`` naming its folder, and the slot gets a fresh worker. Each
+trial's folder has ``trial.json`` (overrides, placement, start and end, status). Rerunning the same sweep on the
+same ``hydra.sweep.dir`` returns the stored result of every trial that completed instead of running it again.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module without registering it in
@@ -16,18 +19,21 @@ import os
 import queue
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn, filter_overrides
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.cnnlab_sweeps import trials
+from hydra_plugins.cnnlab_sweeps import _worker, trials
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +46,12 @@ class PoolLauncherConf:
     # GPU ids to place trials on. null: the visible ones (CUDA_VISIBLE_DEVICES or nvidia-smi); []: CPU only.
     gpus: Optional[List[str]] = None
     gpus_per_trial: int = 1
-    # Skip trials whose run dir already holds a completed result for the same overrides.
-    resume: bool = True
+    # Return the stored result of trials that completed in this sweep dir instead of running them again (off by
+    # default, as in Hydra's launchers: every job runs; cnnlab's launcher=pool turns it on).
+    resume: bool = False
+    # Items a trial's return value (a mapping) must hold, besides Hydra's COMPLETED status, to count as
+    # completed on resume: for a task function that returns its failures, e.g. {status: completed}.
+    completed_if: Dict[str, Any] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="pool", node=PoolLauncherConf, provider="cnnlab")
@@ -58,14 +68,19 @@ def visible_gpus() -> List[str]:
 
 class PoolLauncher(Launcher):
     def __init__(self, slots: Optional[int] = None, gpus: Optional[Sequence[Any]] = None, gpus_per_trial: int = 1,
-                 resume: bool = True) -> None:
+                 resume: bool = False, completed_if: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         self.slots, self.gpus, self.gpus_per_trial, self.resume = slots, gpus, gpus_per_trial, resume
+        self.completed_if = dict(_resolved(completed_if) or {})
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+        # one per slot, kept across launch() calls (a sweeper's batches); they end with this launcher or the process
+        self._workers: List[_worker.Worker] = []
+        weakref.finalize(self, _worker.stop_all, self._workers)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _device_groups(self) -> List[Optional[List[str]]]:
         """One entry per slot: the GPU ids it owns, or None for a CPU slot."""
@@ -78,36 +93,91 @@ class PoolLauncher(Launcher):
             return groups[: self.slots] if self.slots else groups
         return [None] * (self.slots or max(1, (os.cpu_count() or 2) // 2))
 
-    def _run(self, trial: trials.Trial, slots: "queue.Queue[Optional[List[str]]]", n_slots: int) -> JobReturn:
-        assert self.config is not None
-        done = trials.completed_outcome(trial) if self.resume else None
-        if done is not None:
-            log.info("#%d already completed, skipped: %s", trial.num, " ".join(filter_overrides(trial.overrides)))
-            return trials.job_return(trial, done)
-        gpus = slots.get()
-        try:
+    def _slot_workers(self, groups: List[Optional[List[str]]]) -> List[Dict[str, Any]]:
+        """Each slot's placement, and its worker (reused while its environment stays the same)."""
+        slots = []
+        for i, gpus in enumerate(groups):
             env = dict(os.environ)
-            env.update({"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus is not None else trials.cpu_share(n_slots))
-            where = f"GPUs {','.join(gpus)}" if gpus is not None else "CPU"
-            log.info("#%d started on %s: %s", trial.num, where, " ".join(filter_overrides(trial.overrides)))
-            outcome = trials.run_process(trial, trials.command(trial, self.config), env, gpus)
-        finally:
-            slots.put(gpus)
-        log.info("#%d %s%s", trial.num, outcome["status"],
-                 f": {outcome.get('error')}" if outcome["status"] != "completed" else "")
-        return trials.job_return(trial, outcome)
+            if gpus is not None:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+                placement = {"gpus": gpus, "threads": None}
+            else:
+                share = trials.cpu_share(len(groups))
+                env.update(share)
+                placement = {"gpus": [], "threads": int(share["OMP_NUM_THREADS"])}
+            if i == len(self._workers):
+                self._workers.append(_worker.Worker(env))
+            elif self._workers[i].env != env:
+                self._workers[i].stop()
+                self._workers[i] = _worker.Worker(env)
+            slots.append({"worker": self._workers[i], "placement": placement,
+                          "where": f"GPUs {','.join(gpus)}" if gpus is not None else "CPU"})
+        for extra in self._workers[len(groups):]:
+            extra.stop()
+        del self._workers[len(groups):]
+        return slots
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        assert self.config is not None and self.hydra_context is not None
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        planned = [trials.plan(self.hydra_context, self.config, initial_job_idx + i, o)
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        planned = [trials.plan(self.hydra_context, self.config, initial_job_idx + i, list(o))
                    for i, o in enumerate(job_overrides)]
-        groups = self._device_groups()
-        slots: "queue.Queue[Optional[List[str]]]" = queue.Queue()
-        for group in groups:
-            slots.put(group)
-        log.info("Launching %d trials, %d at a time (%s)", len(planned), len(groups),
-                 ", ".join("GPUs " + ",".join(g) if g is not None else "CPU" for g in groups))
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            futures = [pool.submit(self._run, trial, slots, len(groups)) for trial in planned]
-            return [future.result() for future in futures]
+        results: List[Optional[JobReturn]] = [None] * len(planned)
+        todo: "queue.Queue[int]" = queue.Queue()
+        for i, trial in enumerate(planned):
+            done = trials.completed_return(trial, self.completed_if) if self.resume else None
+            if done is not None:
+                log.info("#%d already completed, skipped: %s", trial.num, " ".join(filter_overrides(trial.overrides)))
+                results[i] = done
+            else:
+                todo.put(i)
+        if todo.empty():
+            return results  # type: ignore[return-value]
+        slots = self._slot_workers(self._device_groups())
+        log.info("Launching %d trials, %d at a time (%s), sweep output dir: %s", todo.qsize(), len(slots),
+                 ", ".join(s["where"] for s in slots), sweep_dir)
+        singleton_state = Singleton.get_state()
+        stopping = threading.Event()
+
+        def run_slot(slot: Dict[str, Any]) -> None:
+            while not stopping.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                trial = planned[i]
+                log.info("#%d started on %s: %s", trial.num, slot["where"], " ".join(filter_overrides(trial.overrides)))
+                job = trials.job(trial, self.hydra_context, self.config, self.task_function,  # type: ignore[arg-type]
+                                 singleton_state, slot["placement"])
+                try:
+                    ret = slot["worker"].run(job)
+                except BaseException as err:  # the job could not be handed over (it does not pickle, say)
+                    ret = trials.failed_return(trial, err)
+                if isinstance(ret._return_value, trials.TrialProcessDied):
+                    trials.update_record(trial.run_dir, ended_at=time.time(), status="FAILED",
+                                         error=str(ret._return_value))
+                results[i] = ret
+                log.info("#%d %s%s", trial.num, ret.status.name.lower(),
+                         f": {ret._return_value}" if ret.status != JobStatus.COMPLETED else "")
+
+        threads = [threading.Thread(target=run_slot, args=(slot,), name=f"pool-slot-{n}", daemon=True)
+                   for n, slot in enumerate(slots)]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.5)
+        except BaseException:  # Ctrl-C: no new trials, running ones stop, no worker outlives the sweep
+            stopping.set()
+            for slot in slots:
+                slot["worker"].interrupt()
+            raise
+        return results  # type: ignore[return-value]
+
+
+def _resolved(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

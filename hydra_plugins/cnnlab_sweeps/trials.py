@@ -1,19 +1,47 @@
-"""What every cnnlab launcher does with a trial, whoever places it: give it a run dir, skip it when it already
-completed, run it as its own ``cnnlab train`` process, and read its outcome from its results.json."""
+"""What the ``pool`` and ``ray`` launchers do with one trial, wherever it runs: Hydra's job, as Hydra's own
+launchers run it, plus a record of it in the trial's folder.
 
-# No `from __future__ import annotations`: see pool_launcher.py.
+A trial is Hydra's job: the task function called with the trial's full sweep config by ``hydra.core.utils.run_job``
+in another process (as hydra-joblib-launcher's ``execute_job`` does), so every Hydra feature works in it —
+``hydra.job.num``/``id``, ``hydra.sweep.subdir=${hydra.job.override_dirname}``, ``hydra.job.chdir``, callbacks,
+``${hydra:...}``, the sweep's ``hydra.*`` overrides — and its ``JobReturn`` comes back to the sweeper. Nothing here
+knows the application.
+
+Each trial's folder gets ``trial.json`` (written atomically): its overrides, where it ran, when it started and
+ended, and once it has finished Hydra's job status and, when it is JSON, its return value. A sweep started again
+with the same ``hydra.sweep.dir`` returns the stored result of a trial that completed instead of running it again.
+
+While a trial runs, its process's command line (``sys.argv`` and ``__main__``'s module) is one that runs exactly
+that trial again: ``python -m hydra_plugins.cnnlab_sweeps._worker <pickled job> [hydra overrides]``. Lightning's
+DDP launcher starts a run's other processes by running that command line with ``hydra.run.dir=<run dir>``
+appended, so a trial with ``trainer=ddp`` trains in all its processes, in its own folder.
+"""
+
+# No `from __future__ import annotations`: Hydra's plugin scan runs this module without registering it in
+# sys.modules, where @dataclass would have to look string annotations up.
+import contextlib
+import copy
+import importlib.util
 import json
+import logging
 import os
-import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.types import HydraContext
-from omegaconf import DictConfig, open_dict
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+RECORD = "trial.json"
+WORKER_MODULE = "hydra_plugins.cnnlab_sweeps._worker"
 
 
 @dataclass
@@ -21,62 +49,223 @@ class Trial:
     num: int
     overrides: List[str]
     run_dir: Path
+    sweep_config: Optional[DictConfig] = field(default=None, repr=False)
+
+
+@dataclass
+class Job:
+    """Everything another process needs to run one trial: what joblib's ``execute_job`` receives, plus the
+    launching process's working directory and import path, and where the trial runs (for its record)."""
+
+    num: int
+    overrides: List[str]
+    run_dir: str
+    hydra_context: HydraContext
+    config: DictConfig
+    task_function: TaskFunction
+    singleton_state: Dict[Any, Any]
+    cwd: str
+    sys_path: List[str]
+    placement: Any = None
+
+
+def sweep_config(hydra_context: HydraContext, config: DictConfig, num: int, overrides: Sequence[str]) -> DictConfig:
+    """The trial's config, as Hydra's launchers build it."""
+    cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.id = f"{cfg.hydra.job.name}_{num}"
+        cfg.hydra.job.num = num
+    return cfg
 
 
 def plan(hydra_context: HydraContext, config: DictConfig, num: int, overrides: Sequence[str]) -> Trial:
-    """The trial's run dir, resolved from ``hydra.sweep`` exactly as Hydra's own launchers do."""
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-    with open_dict(sweep_config):
-        sweep_config.hydra.job.id = sweep_config.hydra.job.num = num
-    return Trial(num, list(overrides), Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir))
+    """The trial and its folder, resolved from ``hydra.sweep`` exactly as ``run_job`` will resolve it."""
+    cfg = sweep_config(hydra_context, config, num, overrides)
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the sweep dir or subdir
+    try:
+        run_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    finally:
+        HydraConfig.instance().cfg = previous
+    return Trial(num, list(overrides), run_dir.absolute(), cfg)
 
 
-def completed_outcome(trial: Trial) -> Optional[Dict[str, Any]]:
-    """The results of an earlier, completed run of this very trial (same overrides), or None."""
-    marker, results = trial.run_dir / "trial.json", trial.run_dir / "results.json"
-    if not (marker.is_file() and results.is_file()):
+def job(trial: Trial, hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction,
+        singleton_state: Dict[Any, Any], placement: Any = None) -> Job:
+    return Job(trial.num, trial.overrides, str(trial.run_dir), hydra_context, config, task_function,
+               singleton_state, os.getcwd(), list(sys.path), placement)
+
+
+# --- the trial's record --------------------------------------------------------------------------------------
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Replace ``path`` by ``data`` as JSON in one step: readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def read_record(run_dir: Path) -> Optional[Dict[str, Any]]:
+    try:
+        record = json.loads((Path(run_dir) / RECORD).read_text())
+    except (OSError, ValueError):
         return None
-    if json.loads(marker.read_text())["overrides"] != trial.overrides:
+    return record if isinstance(record, dict) else None
+
+
+def update_record(run_dir: Path, **fields: Any) -> Dict[str, Any]:
+    record = read_record(run_dir) or {}
+    record.update(fields)
+    write_json_atomically(Path(run_dir) / RECORD, record)
+    return record
+
+
+def record_start(job: Job) -> None:
+    """A new record for this run of the trial (a previous run's outcome no longer describes the folder)."""
+    write_json_atomically(Path(job.run_dir) / RECORD, {
+        "num": job.num, "overrides": list(job.overrides), "placement": job.placement, "launched_at": time.time(),
+        "pid": os.getpid(), "status": "RUNNING"})
+
+
+def record_end(run_dir: Path, ret: JobReturn) -> None:
+    fields: Dict[str, Any] = {"ended_at": time.time(), "status": ret.status.name}
+    if ret.status == JobStatus.COMPLETED:
+        try:
+            fields["return_value"] = json.loads(json.dumps(ret._return_value, allow_nan=True))
+        except (TypeError, ValueError):
+            fields["return_value_repr"] = repr(ret._return_value)[:2000]  # not resumable: run again
+    else:
+        fields["error"] = f"{type(ret._return_value).__name__}: {ret._return_value}"
+    update_record(run_dir, **fields)
+
+
+def completed_return(trial: Trial, expected: Optional[Mapping[str, Any]] = None) -> Optional[JobReturn]:
+    """The stored ``JobReturn`` of an earlier run of this very trial (same overrides) that completed, or None.
+
+    ``expected``: items a mapping return value must also hold to count as completed (an application whose task
+    function returns its failures, such as ``{"status": "failed"}``, names ``{"status": "completed"}``)."""
+    record = read_record(trial.run_dir)
+    if (record is None or record.get("status") != JobStatus.COMPLETED.name or record.get("overrides") != trial.overrides
+            or "return_value" not in record):
         return None
-    outcome = json.loads(results.read_text())
-    return outcome if outcome.get("status") == "completed" else None
+    value = record["return_value"]
+    if expected and not (isinstance(value, dict) and all(value.get(k) == v for k, v in expected.items())):
+        return None
+    assert trial.sweep_config is not None
+    cfg = copy.deepcopy(trial.sweep_config)
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = str(trial.run_dir)
+    task_cfg = copy.deepcopy(cfg)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    chdir = cfg.hydra.job.chdir
+    return JobReturn(overrides=list(trial.overrides), cfg=task_cfg, hydra_cfg=OmegaConf.create({"hydra": cfg.hydra}),
+                     working_dir=str(trial.run_dir) if chdir else os.getcwd(), task_name=str(cfg.hydra.job.name),
+                     status=JobStatus.COMPLETED, _return_value=value)
 
 
-def command(trial: Trial, config: DictConfig) -> List[str]:
-    """``cnnlab train`` for this trial in run mode, with the sweep's recipe folders and one W&B group per sweep."""
-    line = [sys.executable, "-m", "cnnlab", "train", *trial.overrides, f"hydra.run.dir={trial.run_dir}"]
-    for source in config.hydra.runtime.config_sources:
-        if source.provider == "command-line":
-            line += ["--config-dir", source.path.removeprefix("file://")]
-    if not any(o.startswith("group=") for o in trial.overrides):
-        line.append(f"group={Path(str(config.hydra.sweep.dir)).name}")
-    return line
+def failed_return(trial_or_job: Any, error: BaseException) -> JobReturn:
+    """A failed ``JobReturn`` for a trial whose job never returned one (its process died)."""
+    run_dir = str(trial_or_job.run_dir)
+    return JobReturn(overrides=list(trial_or_job.overrides), working_dir=run_dir, task_name="",
+                     status=JobStatus.FAILED, _return_value=error)
 
 
-def run_process(trial: Trial, line: List[str], env: Dict[str, str], placement: Any) -> Dict[str, Any]:
-    """Run the trial's process to the end (console output to console.log) and return its outcome."""
-    trial.run_dir.mkdir(parents=True, exist_ok=True)
-    (trial.run_dir / "results.json").unlink(missing_ok=True)
-    marker = {"overrides": trial.overrides, "placement": placement, "launched_at": time.time()}
-    (trial.run_dir / "trial.json").write_text(json.dumps(marker))
-    with open(trial.run_dir / "console.log", "w") as console:
-        code = subprocess.run(line, env=env, stdout=console, stderr=subprocess.STDOUT).returncode
-    marker["ended_at"] = time.time()  # the process's lifetime: what "running at the same time" means for slots
-    (trial.run_dir / "trial.json").write_text(json.dumps(marker))
-    results = trial.run_dir / "results.json"
-    if results.is_file():
-        return json.loads(results.read_text())
-    return {"status": "failed", "error": f"the trial process exited with code {code} before writing results "
-                                         f"(killed or out of memory? see {trial.run_dir / 'console.log'})"}
+class TrialProcessDied(RuntimeError):
+    """The process running a trial ended before the trial returned (a crash, ``os._exit``, out of memory)."""
 
 
-def cpu_share(slots: int) -> Dict[str, str]:
+# --- placement -----------------------------------------------------------------------------------------------
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def cpu_share(slots: int, cores: Optional[int] = None) -> Dict[str, str]:
     """Environment that gives one of ``slots`` concurrent trials its share of this machine's cores."""
-    threads = str(max(1, (os.cpu_count() or 1) // slots))
-    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    threads = str(max(1, (cores or os.cpu_count() or 1) // max(1, slots)))
+    return {name: threads for name in THREAD_VARIABLES}
 
 
-def job_return(trial: Trial, outcome: Dict[str, Any]) -> JobReturn:
-    # Completed from Hydra's point of view either way: a failed trial must not stop the sweep.
-    return JobReturn(overrides=trial.overrides, working_dir=str(trial.run_dir), task_name="train",
-                     status=JobStatus.COMPLETED, _return_value=outcome)
+def apply_thread_share() -> None:
+    """Make an already imported torch follow this process's ``OMP_NUM_THREADS`` (a later import reads it itself)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    torch = sys.modules.get("torch")
+    if threads and threads.isdigit() and torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(int(threads))
+
+
+# --- running the job -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def command_line_of(job_file: Optional[str]) -> Iterator[None]:
+    """While the trial runs, this process's command line re-runs exactly this trial: what Lightning's DDP launcher
+    runs (with ``hydra.run.dir=...`` appended) to start a run's other processes."""
+    import __main__
+
+    saved_argv, saved_spec = list(sys.argv), getattr(__main__, "__spec__", None)
+    if job_file is not None:
+        spec = importlib.util.find_spec(WORKER_MODULE)
+        sys.argv = [spec.origin if spec is not None and spec.origin else sys.argv[0], job_file]
+        __main__.__spec__ = spec
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        __main__.__spec__ = saved_spec
+
+
+@contextlib.contextmanager
+def isolated_process_state(cwd: str, sys_path: Sequence[str]) -> Iterator[None]:
+    """Run in the launching process's working directory and import path; leave environment and working
+    directory as they were, for the process's next trial."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    sys.path[:] = list(sys_path) + [p for p in sys.path if p not in sys_path]
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        if dict(os.environ) != saved_env:
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+
+def execute(job: Job, extra_overrides: Sequence[str] = (), job_file: Optional[str] = None,
+            record: bool = True) -> JobReturn:
+    """Run the trial's job in this process and return its ``JobReturn`` (hydra-joblib-launcher's ``execute_job``).
+
+    ``extra_overrides``: ``hydra.*`` overrides for another process of the same trial (Lightning's DDP ranks:
+    ``hydra.run.dir=<run dir>``, ``hydra.job.name=...``, ``hydra.output_subdir=null``); with ``hydra.run.dir``
+    among them the job runs in that folder. ``job_file``: the pickled job, for the command line (see above).
+    """
+    setup_globals()
+    Singleton.set_state(job.singleton_state)
+    with isolated_process_state(job.cwd, job.sys_path):
+        apply_thread_share()
+        cfg = sweep_config(job.hydra_context, job.config, job.num, [*job.overrides, *extra_overrides])
+        with open_dict(cfg):
+            if not any(o.startswith("hydra.run.dir=") for o in extra_overrides):
+                cfg.hydra.run.dir = job.run_dir  # this trial's folder, for a process started as "this run"
+        HydraConfig.instance().set_config(cfg)
+        in_run_dir = any(o.startswith("hydra.run.dir=") for o in extra_overrides)
+        if record:
+            record_start(job)
+        ret: Optional[JobReturn] = None
+        try:
+            with command_line_of(job_file):
+                ret = run_job(hydra_context=job.hydra_context, config=cfg, task_function=job.task_function,
+                              job_dir_key="hydra.run.dir" if in_run_dir else "hydra.sweep.dir",
+                              job_subdir_key=None if in_run_dir else "hydra.sweep.subdir")
+            return ret
+        finally:
+            if record:
+                record_end(Path(job.run_dir), ret if ret is not None else failed_return(
+                    job, RuntimeError(f"the trial stopped: {sys.exc_info()[1]!r}")))
