@@ -180,13 +180,19 @@ def _train(args: Sequence[str]) -> int:
     from cnnlab.config import builtin_config_dir, check_command_line
     from cnnlab.config.compose import CONFIG_NAME, HYDRA_VERSION_BASE, register
 
+    parser = get_args_parser()
+    parsed = parser.parse_args(list(args))
+    modes = [flag for flag, given in (("-m", parsed.multirun), ("--cfg", parsed.cfg), ("--info", parsed.info),
+                                      ("--shell-completion", parsed.shell_completion), ("--run", parsed.run)) if given]
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)} cannot be combined: --cfg prints the config of one run, so give it "
+                          f"the overrides of one trial without -m (e.g. cnnlab train launcher=pool --cfg hydra).")
     check_command_line(args)
     register()
     # What @hydra.main does, with the arguments given rather than read from sys.argv: sys.argv stays the command
     # that was typed, which Lightning's DDP launcher runs again for every other process of a run.
     version.setbase(HYDRA_VERSION_BASE)
-    parser = get_args_parser()
-    _run_hydra(args=parser.parse_args(list(args)), args_parser=parser, task_function=_train_task,
+    _run_hydra(args=parsed, args_parser=parser, task_function=_train_task,
                config_path=str(builtin_config_dir()), config_name=CONFIG_NAME)
     from cnnlab.sweeps.callback import SweepSummaryCallback
 
