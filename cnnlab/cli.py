@@ -23,7 +23,8 @@ usage: cnnlab <command> [arguments]
 
 commands:
   train [overrides]          train and test a model; everything after `train` is Hydra's command line
-                             (key=value overrides, group=option, -m for sweeps, --cfg job, --help)
+                             (key=value overrides, group=option, -m for sweeps, --cfg job, --help);
+                             --allow-target=pkg.Class lets a config instantiate a class off the allowlist
   resume <run_dir>           continue an interrupted, killed or crashed run in its folder, from its newest
                              checkpoint (checkpoints/last.ckpt), with the run's saved config
   eval ckpt_path=<file.ckpt> [overrides]
@@ -144,6 +145,9 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], in_sweep: bool = 
     its ``hydra.sweep.dir``) is continued from its checkpoint rather than started over.
     """
     verb = "resume" if resume_from is not None else "train"
+    from cnnlab.config.targets import check_targets
+
+    check_targets(cfg)  # again in the job itself: a sweeper's search space (choice(...)) picks recipes per trial
     run = None
     try:
         # torch and Lightning load here, after the config is known to be valid
@@ -179,7 +183,9 @@ def _train(args: Sequence[str]) -> int:
 
     from cnnlab.config import builtin_config_dir, check_command_line
     from cnnlab.config.compose import CONFIG_NAME, HYDRA_VERSION_BASE, register
+    from cnnlab.config.targets import take_allow_flags
 
+    args = take_allow_flags(args)  # --allow-target NAME: the user's, never a recipe's
     parser = get_args_parser()
     parsed = parser.parse_args(list(args))
     modes = [flag for flag, given in (("-m", parsed.multirun), ("--cfg", parsed.cfg), ("--info", parsed.info),
@@ -187,6 +193,8 @@ def _train(args: Sequence[str]) -> int:
     if len(modes) > 1:
         raise ConfigError(f"{' and '.join(modes)} cannot be combined: --cfg prints the config of one run, so give it "
                           f"the overrides of one trial without -m (e.g. cnnlab train launcher=pool --cfg hydra).")
+    if not parsed.multirun and not parsed.cfg:
+        _refuse_sweeps_in_a_single_run(parsed.overrides)
     check_command_line(args)
     register()
     # What @hydra.main does, with the arguments given rather than read from sys.argv: sys.argv stays the command
@@ -207,9 +215,25 @@ def _train(args: Sequence[str]) -> int:
     return 0
 
 
+def _refuse_sweeps_in_a_single_run(overrides: Sequence[str]) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001 - the config check explains overrides it cannot read
+        return
+    swept = [o.input_line for o in parsed if o.is_sweep_override()]
+    if swept:
+        key = swept[0].split("=", 1)[0]
+        raise ConfigError(f"{swept[0]} lists several values, which is a sweep: add -m to run one trial per value "
+                          f"(cnnlab train -m {' '.join(overrides)}), or write {key}=[...] for a list value.")
+
+
 def _resume(args: Sequence[str]) -> int:
+    from cnnlab.config.targets import take_allow_flags
+
     # The other processes of a distributed run are started with Hydra's run dir and job name appended.
-    args = [a for a in args if not a.startswith("hydra.")]
+    args = [a for a in take_allow_flags(args) if not a.startswith("hydra.")]
     if len(args) != 1 or args[0].startswith("-"):
         if args and args[0] in ("-h", "--help"):
             print(USAGE)
@@ -254,7 +278,9 @@ def _summary(args: Sequence[str]) -> int:
 
     from cnnlab.config import compose_config
 
-    ns = get_args_parser().parse_args(list(args))
+    from cnnlab.config.targets import take_allow_flags
+
+    ns = get_args_parser().parse_args(take_allow_flags(args))
     cfg = compose_config(ns.overrides, config_dir=ns.config_dir)
     net = _import_heavy("cnnlab.models.build").build_model(cfg)
     from cnnlab.summary import summarize
