@@ -69,3 +69,160 @@ class TestRayLauncher(LauncherTestSuite):
 )
 class TestRayLauncherIntegration(IntegrationTestSuite):
     pass
+
+
+# --- the bugs of the subprocess-per-trial launchers, each through the real command line ---------------------
+
+
+def trial_dirs(sweep_dir: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in sorted(sweep_dir.glob("*/trial.json"))}
+
+
+def record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "trial.json").read_text())
+
+
+def test_a_pool_trial_is_hydras_job(tmp_path: Path) -> None:
+    """Hydra's job identity, the sweep's hydra.* overrides and an override_dirname subdir (with '=' and ',') reach
+    every trial of `cnnlab train -m launcher=pool`, and the trial's overrides are the ones typed."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", "launcher=pool", "hydra.launcher.slots=2", *QUICK, "trainer.max_epochs=1",
+                     "model=linear", "hydra.job.chdir=true",
+                     "hydra.sweep.subdir=${hydra.job.override_dirname}",
+                     "hydra.job.config.override_dirname.exclude_keys=[launcher,trainer.max_epochs,"
+                     "trainer.enable_model_summary,model,seed]",
+                     "data.batch_size=32", "optimizer.lr=0.01,0.02", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = ["data.batch_size=32,optimizer.lr=0.01", "data.batch_size=32,optimizer.lr=0.02"]
+    assert sorted(trial_dirs(sweep_dir)) == names
+    from omegaconf import OmegaConf
+
+    for num, name in enumerate(names):
+        run_dir = sweep_dir / name
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
+        hydra_cfg = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+        assert hydra_cfg.job.num == num and hydra_cfg.job.id == f"train_{num}" and hydra_cfg.mode == "MULTIRUN"
+        assert hydra_cfg.job.chdir is True and hydra_cfg.runtime.output_dir == str(run_dir)
+        overrides = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+        assert not any(o.startswith("group=") for o in overrides), overrides
+        assert f"optimizer.lr=0.0{num + 1}" in overrides
+        assert record(run_dir)["status"] == "COMPLETED"
+
+
+@pytest.mark.xfail(reason="cnnlab's config check (cnnlab/config/validate.py) resolves `seed` before any Hydra job "
+                          "exists: 'HydraConfig was not set', with every launcher", strict=False)
+def test_the_seed_can_be_the_trials_job_number(tmp_path: Path) -> None:
+    result = run_cli("train", "-m", "launcher=pool", "hydra.launcher.slots=2", *QUICK, "trainer.max_epochs=1",
+                     "model=linear", "seed=${hydra:job.num}", "optimizer.lr=0.01,0.02",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for num in (0, 1):
+        assert record(tmp_path / "sweep" / str(num))["return_value"]["status"] == "completed"
+
+
+def test_rerunning_a_pool_sweep_skips_completed_trials_and_continues_an_interrupted_one(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep = ("train", "-m", "launcher=pool", "hydra.launcher.slots=2", *QUICK, "trainer.max_epochs=1",
+             "model=linear", "seed=1,2", f"hydra.sweep.dir={sweep_dir}")
+    first = run_cli(*sweep, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    completed, interrupted = sweep_dir / "0", sweep_dir / "1"
+    before = (completed / "results.json").stat().st_mtime_ns
+    # trial 1 as a Ctrl-C or a kill leaves it: its job never returned, its run stopped after a checkpoint
+    results = json.loads((interrupted / "results.json").read_text())
+    results["status"] = "interrupted"
+    (interrupted / "results.json").write_text(json.dumps(results))
+    (interrupted / "trial.json").write_text(json.dumps({**record(interrupted), "status": "RUNNING"}))
+
+    again = run_cli(*sweep, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "#0 already completed, skipped" in again.stdout + again.stderr
+    assert (completed / "results.json").stat().st_mtime_ns == before
+    continued = json.loads((interrupted / "results.json").read_text())
+    assert continued["status"] == "completed" and len(continued["segments"]) == 2  # resumed, not started over
+    assert record(interrupted)["status"] == "COMPLETED"
+
+
+APP = textwrap.dedent("""\
+    import os, signal, time
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base=None, config_path=None)
+    def app(cfg):
+        if cfg.get("crash"):
+            os._exit(3)
+        time.sleep(cfg.get("sleep", 0))
+        return {"num": HydraConfig.get().job.num, "pid": os.getpid(), "cwd": os.getcwd()}
+
+    if __name__ == "__main__":
+        app()
+    """)
+
+
+def run_app(tmp_path: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
+    (tmp_path / "app.py").write_text(APP)
+    return subprocess.run([sys.executable, "app.py", "-m", "hydra/launcher=pool", "hydra.launcher.gpus=[]",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+def test_a_trial_that_kills_its_worker_fails_alone_and_the_slot_gets_a_fresh_worker(tmp_path: Path) -> None:
+    result = run_app(tmp_path, "hydra.launcher.slots=1", "+crash=true,false,false",
+                     "+hydra.callbacks.log_return._target_=hydra.experimental.callbacks.LogJobReturnCallback")
+    sweep_dir = tmp_path / "sweep"
+    crashed, after = record(sweep_dir / "0"), [record(sweep_dir / str(n)) for n in (1, 2)]
+    assert crashed["status"] == "FAILED" and str(sweep_dir / "0") in crashed["error"]
+    assert "exited with code 3" in crashed["error"] and "ended_at" in crashed
+    assert [r["status"] for r in after] == ["COMPLETED", "COMPLETED"]  # the next trials still ran ...
+    assert after[0]["pid"] != crashed["pid"] and after[0]["pid"] == after[1]["pid"]  # ... on one fresh worker
+    assert [r["return_value"]["num"] for r in after] == [1, 2]
+    assert "Succeeded with return value" in (sweep_dir / "1" / "app.log").read_text()  # Hydra callbacks ran
+    assert result.returncode != 0 and "exited with code 3" in result.stderr  # Hydra's sweeper reports the failure
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _wait_for_running_trials(sweep_dir: Path, count: int, proc: subprocess.Popen) -> list[int]:
+    import time
+
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        pids = [r["pid"] for r in map(record, trial_dirs(sweep_dir).values()) if r["status"] == "RUNNING"]
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.2)
+    raise AssertionError(f"{count} trials never ran at once")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_stopping_a_pool_sweep_leaves_no_worker_behind(tmp_path: Path, how: str) -> None:
+    import signal
+    import time
+
+    (tmp_path / "app.py").write_text(APP)
+    proc = subprocess.Popen([sys.executable, "app.py", "-m", "hydra/launcher=pool", "hydra.launcher.gpus=[]",
+                             "hydra.launcher.slots=2", "+sleep=600", "+n=1,2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        workers = _wait_for_running_trials(tmp_path / "sweep", 2, proc)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
+        else:
+            os.kill(proc.pid, signal.SIGKILL)  # the sweep alone, killed outright
+        proc.wait(timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline and not all(map(_gone, workers)):
+            time.sleep(0.2)
+        assert all(map(_gone, workers)), workers
+        assert not (tmp_path / "sweep" / "2").exists()  # no trial started after the stop
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
