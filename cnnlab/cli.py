@@ -29,6 +29,9 @@ commands:
                              checkpoint (checkpoints/last.ckpt), with the run's saved config
   eval ckpt_path=<file.ckpt> [overrides]
                              re-test a checkpoint of a finished run with the run's saved config
+  analyze <run_dir> analysis=[features,confusion] [overrides]
+                             study a finished run's best checkpoint (conf/analysis/): figures and numbers in
+                             <run_dir>/analysis/<name>/, headline numbers in results.json
   summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
   sweep-summary <sweep_dir>  summary.csv, summary.md and plots of a finished or running sweep
 
@@ -42,6 +45,7 @@ examples:
   cnnlab train -m launcher=pool hydra.launcher.slots=2 optimizer.lr=0.01,0.1 data.batch_size=64,128
   cnnlab resume outputs/2026-01-01/12-00-00_123
   cnnlab eval ckpt_path=outputs/2026-01-01/12-00-00_123/checkpoints/last.ckpt
+  cnnlab analyze outputs/2026-01-01/12-00-00_123 analysis=[features] analysis.features.pca=0.95
   cnnlab summary experiment=lecun1989_net5
   cnnlab train --help           (config groups and their options)
 """
@@ -273,6 +277,21 @@ def _eval(args: Sequence[str]) -> int:
     return 0
 
 
+def _analyze(args: Sequence[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        return 0
+    from cnnlab.analysis.request import prepare
+
+    request = prepare(args)  # the run folder, its config, the analyses' options: checked before torch loads
+    headline = _import_heavy("cnnlab.analysis.common").analyze_run(request.run_dir, request.config, request.names,
+                                                                  request.checkpoint)
+    for key, value in headline.items():
+        print(f"{key:>40}  {value:.4f}" if isinstance(value, float) else f"{key:>40}  {value}")
+    print(request.run_dir / "analysis")
+    return 0
+
+
 def _summary(args: Sequence[str]) -> int:
     from hydra._internal.utils import get_args_parser  # Hydra's parser, so --config-dir reads as in `train`
 
@@ -303,7 +322,8 @@ def _sweep_summary(args: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "train": _train, "resume": _resume, "eval": _eval, "summary": _summary, "sweep-summary": _sweep_summary}
+    "train": _train, "resume": _resume, "eval": _eval, "summary": _summary,
+    "analyze": _analyze, "sweep-summary": _sweep_summary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

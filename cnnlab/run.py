@@ -224,6 +224,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
                 classifier.load_state_dict(read_checkpoint(best, purpose="testing the best checkpoint")["state_dict"])
             tested = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]
             record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc")})
+            record.update(**_analyses(cfg, run_dir, classifier, datamodule, best or checkpoints.get("last")))
             record.complete({k: v for k, v in tested.items() if k.startswith("test/")})
             return record.data
         except RunInterrupted as err:
@@ -254,6 +255,25 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
             record.write()
             if is_global_zero():
                 plot_curves(history.rows, run_dir / CURVES_FILE)
+
+
+def _analyses(cfg: DictConfig, run_dir: Path, classifier: ImageClassifier, datamodule: ImageDataModule,
+              checkpoint: str | None) -> dict[str, Any]:
+    """The analyses the config lists (``analysis=[features,...]``, ``cnnlab.analysis``) on the tested network: their
+    headline numbers for results.json. One that fails is logged and recorded, not fatal: the run itself is done,
+    and ``cnnlab analyze`` can run it again."""
+    names = list(cfg.get("analysis") or {})
+    if not names or not is_global_zero():
+        return {}
+    from cnnlab.analysis.common import run_analyses
+
+    try:
+        return run_analyses(cfg, run_dir, names, checkpoint=checkpoint, net=classifier.model, datamodule=datamodule)
+    except Exception as err:  # noqa: BLE001 - reported, and the run's outcome stands
+        message = getattr(err, "user_message", None) or f"{type(err).__name__}: {err}"
+        log.error("analysis failed (%s); run it again with: cnnlab analyze %s analysis=[%s]", message, run_dir,
+                  ",".join(names))
+        return {"analysis_error": message}
 
 
 def _epoch_and_step(checkpoint: Path) -> tuple[int, int]:

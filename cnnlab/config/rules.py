@@ -215,3 +215,60 @@ TRAINING: dict[str, Rule] = {
                                        meaning="how often (in minutes) checkpoints/last.ckpt is refreshed within an epoch",
                                        hint="Leave it null to save at epoch ends (and by step count) only."),
 }
+
+
+# --- analyses (conf/analysis/, cnnlab/analysis/) -----------------------------------------------------------------
+FEATURE_CLASSIFIERS = ("linear_svm", "rbf_svm", "knn", "logistic", "dino_knn")
+KNN_METRICS = ("euclidean", "cosine", "manhattan", "chebyshev", "minkowski", "l1", "l2", "cityblock")
+
+
+def _pca_components(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1
+    return isinstance(value, float) and 0 < value < 1
+
+
+def _names_from(allowed: tuple[str, ...]) -> Satisfies:
+    return Satisfies(lambda v: isinstance(v, (list, tuple)) and all(x in allowed for x in v),
+                     "a list of names from: " + ", ".join(allowed))
+
+
+# analysis.<name>.<option>. Layer names need the model and are checked when it is built (with the valid ones listed).
+ANALYSIS: dict[str, dict[str, Rule]] = {
+    "features": {
+        "layers": Rule(Satisfies(lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0
+                                                         and all(isinstance(x, str) for x in v)),
+                                 "a list of layer names as cnnlab summary prints them (e.g. [features.8]), or null"),
+                       hint="null takes the input of the final classifier (the penultimate representation)."),
+        "max_train": Rule(Whole(1, optional=True), meaning="the number of training images whose features are taken",
+                          hint="Leave it null to take them all."),
+        "max_test": Rule(Whole(1, optional=True), meaning="the number of test images whose features are taken",
+                         hint="Leave it null to take them all."),
+        "fit_max_train": Rule(Whole(1, optional=True), meaning="the number of training features the scikit-learn "
+                                                               "classifiers fit on", hint="null fits on all."),
+        "standardize": Rule(Flag()),
+        "pca": Rule(Satisfies(_pca_components, "a number of components (a whole number of at least 1), a variance "
+                                               "fraction in (0, 1), or null"),
+                    hint="For example: analysis.features.pca=50 or analysis.features.pca=0.95."),
+        "classifiers": Rule(_names_from(FEATURE_CLASSIFIERS)),
+        "svm_c": Rule(POSITIVE, meaning="the SVMs' inverse regularisation strength", hint="Typical value: 1.0."),
+        "knn_k": Rule(Whole(1), meaning="the number of neighbours of the k-NN classifier"),
+        "knn_metric": Rule(OneOf(KNN_METRICS)),
+        "dino_k": Rule(Whole(1), meaning="the number of neighbours that vote in DINO's weighted k-NN",
+                       hint="DINO's default: 20."),
+        "dino_temperature": Rule(POSITIVE, meaning="the temperature T of the votes exp(similarity / T)",
+                                 hint="DINO's default: 0.07."),
+        "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
+        "network": Rule(OneOf(("trained", "pretrained")),
+                        hint="pretrained analyses the weights the run started from (model.weights)."),
+    },
+    "confusion": {
+        "top_pairs": Rule(Whole(0), meaning="the number of most-confused class pairs listed"),
+        "gallery": Rule(Whole(0), meaning="the number of misclassified test images shown"),
+        "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
+    },
+}

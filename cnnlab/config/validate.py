@@ -40,6 +40,7 @@ def validate(cfg: DictConfig) -> None:
     _check_loss(_plain(cfg, "loss"))
     _check_trainer(_plain(cfg, "trainer"))
     check_section("training", _plain(cfg, "training"), rules.TRAINING)
+    _check_analysis(cfg)
 
 
 def _plain(cfg: DictConfig, section: str) -> dict[str, Any]:
@@ -128,3 +129,21 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
                           f"{', '.join(PROFILERS)}; leave it null (the default) to profile nothing.")
     if trainer["max_epochs"] < 1 and trainer["max_steps"] < 1:
         raise ConfigError("Set trainer.max_epochs (or trainer.max_steps) to at least 1.")
+
+
+def _check_analysis(cfg: DictConfig) -> None:
+    """``analysis.<name>``: each analysis's options (conf/analysis/<name>.yaml). Which names exist is checked while
+    composing (a typo lists the analyses); a saved config from before analyses existed has no ``analysis``."""
+    if cfg.get("analysis") is None:
+        return
+    for name, options in _plain(cfg, "analysis").items():
+        if name not in rules.ANALYSIS:
+            raise ConfigError(f"Unknown analysis '{name}'. Analyses: {', '.join(rules.ANALYSIS)}. Pick them with "
+                              f"analysis=[{','.join(rules.ANALYSIS)}].")
+        if not isinstance(options, dict):
+            raise ConfigError(f"analysis.{name} holds the options of the {name} analysis (conf/analysis/{name}.yaml), "
+                              f"a mapping; got {shown(options)}. Select analyses with analysis=[{name}].")
+        check_section(f"analysis.{name}", options, rules.ANALYSIS[name])
+        if name == "features" and options.get("network") == "pretrained" and not cfg.model.get("weights"):
+            raise ConfigError("analysis.features.network=pretrained analyses the weights the run started from, but "
+                              "model.weights is not set. Set model.weights, or analysis.features.network=trained.")
