@@ -131,8 +131,16 @@ def check_command_line(args: Sequence[str]) -> None:
     ns = get_args_parser().parse_args(list(args))
     if ns.help or ns.hydra_help or ns.shell_completion or ns.info or ns.config_path:
         return
+    config_name = ns.config_name or CONFIG_NAME
+    if ns.multirun:  # a fixed key the sweep's own config lacks, beside a swept group: say how to write it
+        _check_sweep_config(ns.overrides, ns.config_dir, config_name)
     for number, job in enumerate(representative_jobs(ns.overrides)):
-        cfg = _compose_with_hydra(job, ns.config_dir, ns.config_name or CONFIG_NAME)
+        try:
+            cfg = _compose_with_hydra(job, ns.config_dir, config_name)
+        except ConfigError as err:
+            if ns.multirun:
+                _explain_fixed_key_in_sweep(err, ns.overrides, job, ns.config_dir, config_name)
+            raise
         if number == 0 and not ns.cfg:  # --cfg only prints the config: it writes nothing
             _check_output_dir(cfg.hydra, ns.multirun)
         _validated(cfg)
@@ -329,3 +337,135 @@ def _wrong_type(key: str, given: str | None, base: DictConfig | None, cause: Val
         expected = str(cause).splitlines()[0]
     hint = f" For example: {key}={example}." if example is not None else ""
     return f"Wrong type for {key}: it must be {expected}, got '{value}'.{hint}"
+
+
+# ------------------------------------------------------------------------------------ sweep command lines
+# A fixed key next to a swept config group (`-m experiment=a,b model.depth=20`) applies to every trial, that is
+# to every option of the group. Two things can go wrong, and Hydra's own advice for both ("To append to your
+# config use +model.depth=20") is wrong: `+` fails in every trial whose option has the key already.
+
+
+def _swept_groups(composer: _Composer, parsed: list[Override]) -> list[tuple[Override, list[str]]]:
+    """The swept config groups of a command line (``experiment=a,b``) and their listed options."""
+    swept = []
+    for o in parsed:
+        parent, _, name = o.key_or_group.rpartition("/")
+        if not o.is_sweep_override() or o.package or name not in composer.loader.list_groups(parent):
+            continue
+        try:
+            swept.append((o, [str(v) for v in o.sweep_string_iterator()]))
+        except Exception:  # a search space (interval, tagged choice): nothing to list
+            continue
+    return swept
+
+
+def _composes(job: list[str], config_dir: str | None, config_name: str) -> bool:
+    try:
+        _compose_with_hydra(job, config_dir, config_name)
+        return True
+    except ConfigError:
+        return False
+
+
+def _explain_fixed_key_in_sweep(err: ConfigError, overrides: Sequence[str], job: list[str], config_dir: str | None,
+                                config_name: str) -> None:
+    """Raise a sweep-aware message when ``job`` failed because a fixed key of the command line does not exist in
+    one option of a swept group (``-m model=mlp,linear model.width=32``: linear has no width)."""
+    parsed = _parse(overrides)
+    with _Composer(config_dir, config_name) as composer:
+        swept = _swept_groups(composer, parsed)
+        groups = {o.key_or_group for o, _ in swept}
+    if not swept:
+        return
+    fixed = [o.input_line or "" for o in parsed if not o.is_sweep_override() and o.key_or_group not in groups
+             and "." in o.key_or_group and not o.key_or_group.startswith("hydra.")]
+    culprit = next((f for f in fixed if f in job and _composes([j for j in job if j != f], config_dir,
+                                                                config_name)), None)
+    if culprit is None:
+        return
+    key = culprit.split("=", 1)[0].lstrip("+~")
+    first = next(representative_jobs(overrides))
+    lines = []
+    for o, values in swept:
+        position = next(i for i, j in enumerate(first) if j.split("=", 1)[0] == o.get_key_element())
+        having, lacking = [], []
+        for value in values:
+            trial = list(first)
+            trial[position] = f"{o.get_key_element()}={value}"
+            (having if _composes(trial, config_dir, config_name) else lacking).append(value)
+        if lacking and having:  # no option has it: a misspelt key, which the job's own message explains
+            lines.append((o.get_key_element(), values, having, lacking))
+    if not lines:
+        return
+    group, values, having, lacking = lines[0]
+    rest = " ".join(o for o in overrides if o != culprit and o.split("=", 1)[0] != group)
+    run_having = (f" For example: cnnlab train -m {group}={','.join(having)} {culprit} {rest}".rstrip() + ", then "
+                  f"cnnlab train -m {group}={','.join(lacking)} {rest}".rstrip() + ".")
+    raise ConfigError(
+        f"{culprit} is fixed on a sweep's command line, so it applies to every trial: to every option of the "
+        f"swept {group}={','.join(values)}. But {group}={','.join(lacking)} has no {key}, so those trials cannot "
+        f"take it; {group}={','.join(having)} can. Sweep the options that take {key} separately from the others, or leave {key} out.{run_having}"
+    ) from None
+
+
+def _check_sweep_config(overrides: Sequence[str], config_dir: str | None, config_name: str) -> None:
+    """Compose the sweep's own config as ``-m`` does before any trial: Hydra leaves every swept value out of it, so
+    a swept group is at its default there (``experiment`` none, ``model`` lenet5_bn), and a fixed key that only
+    the swept options have (``model.depth``) cannot be set."""
+    from hydra.types import RunMode
+
+    register()
+    with _Composer(config_dir, config_name) as composer:
+        try:
+            composer.hydra.compose_config(config_name, list(overrides), run_mode=RunMode.MULTIRUN, from_shell=True,
+                                          with_log_configuration=False)
+            return
+        except HydraException as err:
+            cause = err.__cause__
+            if not isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or not getattr(cause, "full_key", None):
+                raise _explain(composer, err, list(overrides)) from None
+            parsed = _parse(overrides)
+            swept = _swept_groups(composer, parsed)
+            key = cause.full_key
+            given = next((o.input_line or "" for o in parsed if not o.is_sweep_override()
+                          and o.key_or_group.lstrip("+~") == key), None)
+            if given is None or not swept:
+                raise _explain(composer, err, list(overrides)) from None
+            fixed = [o.input_line or "" for o in parsed if not o.is_sweep_override() and o.input_line != given]
+            base = composer.compose_or_none(fixed)
+        except (OmegaConfBaseException, YAMLError):
+            return  # the jobs' own check reports these
+    for job in representative_jobs(overrides):  # the key must be right in every trial for ++ to be the answer
+        try:
+            _compose_with_hydra(job, config_dir, config_name)
+        except ConfigError as err:  # misspelt, or missing from some options: what the trials' check says
+            _explain_fixed_key_in_sweep(err, overrides, job, config_dir, config_name)
+            raise
+    top, _, leaf = key.partition(".")
+    chosen = base.hydra.runtime.choices.get(top) if base is not None else None
+    value = given.split("=", 1)[1]
+    where = (f"there {top} is {chosen} (its default), which has no {leaf}" if chosen else
+             f"there the config has no {key}")
+    swept_text = " and ".join(f"{o.get_key_element()}={','.join(values)}" for o, values in swept)
+    raise ConfigError(
+        f"{given} stands beside the swept {swept_text}. A fixed key applies to every trial, that is to every "
+        f"option of {' and '.join(o.get_key_element() for o, _ in swept)}; but Hydra first composes the sweep as a "
+        f"whole, with every swept value left out, and {where}. Write it ++{key}={value}: ++ sets {key} in every "
+        f"trial, and adds it to the sweep's own config where it is missing (+{key} would fail in every trial "
+        f"that has it already). To give the trials different values, sweep it too: ++{key}={value},<another>."
+    )
+
+
+def _check_targets_only(ns: object) -> None:
+    """``cnnlab train --config-path DIR ...``: compose each job from DIR as Hydra will, and check its targets."""
+    from hydra._internal.utils import compute_search_path_dir
+
+    primary = compute_search_path_dir(None, None, ns.config_path) or ns.config_path  # type: ignore[attr-defined]
+    register()
+    for job in representative_jobs(ns.overrides):  # type: ignore[attr-defined]
+        with _Composer(ns.config_dir, ns.config_name or CONFIG_NAME, primary=primary) as composer:  # type: ignore
+            try:
+                cfg = composer.compose(job)
+            except Exception:  # Hydra reports what it cannot compose itself
+                return
+            check_targets(cfg, lambda key, target: recipe_file_of(composer, job, key, target))
