@@ -86,13 +86,14 @@ def _validated(cfg: DictConfig) -> DictConfig:
 class _Composer:
     """Hydra set up exactly as ``cnnlab train`` sets it up: the built-in tree, with ``--config-dir`` in front."""
 
-    def __init__(self, config_dir: str | os.PathLike | None, config_name: str) -> None:
+    def __init__(self, config_dir: str | os.PathLike | None, config_name: str, primary: str | None = None) -> None:
         # Hydra's CLI builds its search path with these helpers; using them keeps the API and the CLI identical.
         from hydra._internal.hydra import Hydra
         from hydra._internal.utils import create_config_search_path
         from hydra.core.config_search_path import SearchPathQuery
 
-        search_path = create_config_search_path(str(builtin_config_dir()))
+        # ``primary``: another primary config folder (--config-path), as Hydra's CLI then reads it
+        search_path = create_config_search_path(str(builtin_config_dir()) if primary is None else primary)
         if config_dir is not None:
             path = Path(config_dir).resolve()
             if not path.is_dir():
@@ -129,8 +130,14 @@ def check_command_line(args: Sequence[str]) -> None:
     from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags are read exactly as it will
 
     ns = get_args_parser().parse_args(list(args))
-    if ns.help or ns.hydra_help or ns.shell_completion or ns.info or ns.config_path:
+    if ns.help or ns.hydra_help or ns.shell_completion or ns.info:
         return
+    if ns.config_path:  # another primary config folder: not cnnlab's tree, but its _target_s are checked all the same
+        _check_targets_only(ns)
+        return
+    if ns.multirun:  # Hydra's sweep-level config (its callbacks, launcher, sweeper): the command without the sweeps
+        _compose_with_hydra([o.input_line or "" for o in _parse(ns.overrides) if not o.is_sweep_override()],
+                            ns.config_dir, ns.config_name or CONFIG_NAME)
     config_name = ns.config_name or CONFIG_NAME
     if ns.multirun:  # a fixed key the sweep's own config lacks, beside a swept group: say how to write it
         _check_sweep_config(ns.overrides, ns.config_dir, config_name)
@@ -454,6 +461,21 @@ def _check_sweep_config(overrides: Sequence[str], config_dir: str | None, config
         f"trial, and adds it to the sweep's own config where it is missing (+{key} would fail in every trial "
         f"that has it already). To give the trials different values, sweep it too: ++{key}={value},<another>."
     )
+
+
+def _check_targets_only(ns: object) -> None:
+    """``cnnlab train --config-path DIR ...``: compose each job from DIR as Hydra will, and check its targets."""
+    from hydra._internal.utils import compute_search_path_dir
+
+    primary = compute_search_path_dir(None, None, ns.config_path) or ns.config_path  # type: ignore[attr-defined]
+    register()
+    for job in representative_jobs(ns.overrides):  # type: ignore[attr-defined]
+        with _Composer(ns.config_dir, ns.config_name or CONFIG_NAME, primary=primary) as composer:  # type: ignore
+            try:
+                cfg = composer.compose(job)
+            except Exception:  # Hydra reports what it cannot compose itself
+                return
+            check_targets(cfg, lambda key, target: recipe_file_of(composer, job, key, target))
 
 
 def _check_targets_only(ns: object) -> None:

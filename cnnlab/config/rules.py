@@ -272,3 +272,7 @@ ANALYSIS: dict[str, dict[str, Rule]] = {
         "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
     },
 }
+
+# The validation metrics a run logs every epoch that can pick the best checkpoint and trial (`selection`), and the
+# end of each that is best. Test metrics are never among them: the test split is reported, not chosen on.
+SELECTION_METRICS: dict[str, str] = {"val/loss": "min", "val/acc": "max"}

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.config.compose import register
+from cnnlab.config.targets import check_targets
 from cnnlab.config.validate import validate
 from cnnlab.errors import ConfigError
 
@@ -72,6 +73,9 @@ def load_saved_run(run_dir: str | Path, verb: str) -> SavedRun:
             from None
     assert isinstance(config, DictConfig)
     run = SavedRun(path, config, hydra, [str(o) for o in overrides], results)
+    # Nothing a saved config names is instantiated (or logging configured from it) before it passes the allowlist
+    check_targets(config, lambda key, target: str(saved / "config.yaml"))
+    check_targets(OmegaConf.create({"hydra": hydra}), lambda key, target: str(saved / "hydra.yaml"))
     run.activate()
     validate(config)
     return run

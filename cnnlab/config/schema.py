@@ -186,6 +186,19 @@ SCHEMAS = {
 }
 
 
+@dataclass
+class SelectionConfig:
+    """What "best" means, everywhere: the checkpoint a run keeps and tests, the trial a sweep's summary marks best,
+    and what ``sweep=optuna`` optimises. A validation metric, logged every epoch; the test split is reported only."""
+
+    metric: str = "val/loss"  # or val/acc
+    mode: str = "min"  # min or max: which end of the metric is best
+
+
+# The root config's `selection` node (conf/config.yaml: `- selection_base_schema@selection`).
+SCHEMAS["selection"] = {"base": SelectionConfig}
+
+
 def schema_name(group: str, name: str) -> str:
     return f"{group}_{name}_schema"
 

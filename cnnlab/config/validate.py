@@ -40,6 +40,7 @@ def validate(cfg: DictConfig) -> None:
     _check_loss(_plain(cfg, "loss"))
     _check_trainer(_plain(cfg, "trainer"))
     check_section("training", _plain(cfg, "training"), rules.TRAINING)
+    _check_selection(cfg.get("selection"))
     _check_analysis(cfg)
 
 
@@ -147,3 +148,23 @@ def _check_analysis(cfg: DictConfig) -> None:
         if name == "features" and options.get("network") == "pretrained" and not cfg.model.get("weights"):
             raise ConfigError("analysis.features.network=pretrained analyses the weights the run started from, but "
                               "model.weights is not set. Set model.weights, or analysis.features.network=trained.")
+
+
+def _check_selection(selection: Any) -> None:
+    """``selection``: a validation metric every run logs per epoch, and the end of it that is best. Absent in the
+    saved configs of runs from before the setting (they monitored val/loss, lowest)."""
+    if selection is None:
+        return
+    metric, mode = selection.get("metric"), selection.get("mode")
+    allowed = ", ".join(f"{m} (mode {d})" for m, d in rules.SELECTION_METRICS.items())
+    if metric not in rules.SELECTION_METRICS:
+        why = (" The test split is measured and reported, never used to choose a checkpoint or a trial."
+               if str(metric).startswith("test/") else "")
+        raise ConfigError(f"selection.metric picks the best checkpoint of a run, the best trial of a sweep and what "
+                          f"sweep=optuna optimises: it must be a validation metric logged every epoch, one of "
+                          f"{allowed}; got '{metric}'.{why} For example: selection.metric=val/acc "
+                          f"selection.mode=max.")
+    if mode != rules.SELECTION_METRICS[metric]:
+        best = rules.SELECTION_METRICS[metric]
+        raise ConfigError(f"selection.mode={mode} does not suit selection.metric={metric}: {metric} is best when "
+                          f"{'lowest' if best == 'min' else 'highest'}. Set selection.mode={best}.")

@@ -6,6 +6,11 @@ same ``hydra.sweep.dir`` continues the search: finished trials count, and trials
 asked again first. Each batch of ``n_jobs`` trials goes to the configured launcher (``launcher=pool`` runs them
 concurrently); a trial that fails is told to Optuna as failed and the search goes on.
 
+A trial's value is its task function's return value when that is a number; from a mapping (cnnlab's
+``results.json``), the best value of ``metric`` over the run's epochs (``<metric>_best``, ``<metric>`` or the
+best of the rows of its ``history``, by ``direction``), and only when its ``status``, if it has one, is
+``completed``. ``direction`` is ``minimize``/``maximize`` or ``min``/``max`` (cnnlab's ``selection.mode``).
+
 Search space: ``hydra.sweeper.params`` and sweep overrides on the command line, in Hydra's sweep syntax —
 ``interval(a, b)`` (float), ``tag(int, interval(a, b))`` (integer), ``tag(log, interval(a, b))`` (log scale),
 ``choice(...)`` and ``range(...)`` (categorical).
@@ -32,8 +37,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.cnnlab_sweeps.optuna_sweeper.OptunaSweeper"
-    metric: str = "val/acc_best"  # a key of results.json; the test split stays out of model selection
-    direction: str = "maximize"
+    # A key of the trials' return values (results.json), never a test metric, and minimize/maximize (or min/max).
+    # null: the app's root `selection: {metric, mode}` node (cnnlab's one setting for what "best" means).
+    metric: Optional[str] = None
+    direction: Optional[str] = None
     n_trials: int = 20
     n_jobs: int = 2  # trials asked for at once and handed to the launcher together
     seed: Optional[int] = None
@@ -45,6 +52,35 @@ class OptunaSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="cnnlab_optuna", node=OptunaSweeperConf, provider="cnnlab")
 
 INTERRUPTED = "interrupted"
+DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
+
+
+def trial_value(return_value: Any, metric: str, direction: str) -> Optional[float]:
+    """A finished job's objective value, or None when it has none (the trial then counts as failed)."""
+    import math
+    from collections.abc import Mapping
+
+    def finite(value: Any) -> Optional[float]:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return number if math.isfinite(number) else None
+
+    if isinstance(return_value, (int, float)) and not isinstance(return_value, bool):
+        return finite(return_value)
+    if not isinstance(return_value, Mapping) or return_value.get("status", "completed") != "completed":
+        return None
+    per_epoch = metric[:-len("_best")] if metric.endswith("_best") else metric
+    for key in (f"{per_epoch}_best", metric):
+        value = finite(return_value.get(key))
+        if value is not None:
+            return value
+    rows = [finite(r.get(per_epoch)) for r in return_value.get("history") or [] if isinstance(r, Mapping)]
+    values = [v for v in rows if v is not None]
+    if not values:
+        return None
+    return min(values) if DIRECTIONS.get(direction, direction) == "minimize" else max(values)
 
 
 def distribution(override: Override) -> Any:
@@ -64,15 +100,26 @@ def distribution(override: Override) -> Any:
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, metric: str, direction: str, n_trials: int, n_jobs: int, seed: Optional[int],
-                 study_name: str, storage: Optional[str], params: Dict[str, str]) -> None:
-        self.metric, self.direction, self.n_trials, self.n_jobs = metric, direction, n_trials, n_jobs
+    def __init__(self, metric: Optional[str], direction: Optional[str], n_trials: int, n_jobs: int,
+                 seed: Optional[int], study_name: str, storage: Optional[str], params: Dict[str, str]) -> None:
+        if direction is not None and str(direction) not in DIRECTIONS:
+            raise ValueError(f"hydra.sweeper.direction={direction}: use minimize or maximize (or min, max).")
+        self.metric, self.direction = metric, None if direction is None else DIRECTIONS[str(direction)]
+        self.n_trials, self.n_jobs = n_trials, n_jobs
         self.seed, self.study_name, self.storage, self.params = seed, study_name, storage, dict(params or {})
         self.config: Optional[DictConfig] = None
         self.launcher: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        selection = config.get("selection") or {}
+        if self.metric is None:
+            self.metric = selection.get("metric")
+        if self.direction is None and selection.get("mode") is not None:
+            self.direction = DIRECTIONS.get(str(selection.get("mode")))
+        if self.metric is None or self.direction is None:
+            raise ValueError("The Optuna sweeper needs what to optimise: set hydra.sweeper.metric and "
+                             "hydra.sweeper.direction, or a root `selection: {metric: ..., mode: min|max}`.")
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -124,8 +171,7 @@ class OptunaSweeper(Sweeper):
             returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
             for trial, ret in zip(trials, returns):
                 outcome = ret.return_value if ret.status == JobStatus.COMPLETED else None
-                value = outcome.get(self.metric) if isinstance(outcome, dict) and \
-                    outcome.get("status") == "completed" else None
+                value = trial_value(outcome, self.metric, self.direction)
                 if value is None:
                     study.tell(trial, state=TrialState.FAIL)
                 else:
