@@ -12,13 +12,29 @@ log = logging.getLogger(__name__)
 
 
 class SweepSummaryCallback(Callback):
-    # The last sweep this process summarised, for `cnnlab train` to set its exit status from.
+    # The last sweep this process summarised, for `cnnlab train` to set its exit status from
+    # (`last_summary.exit_status`: 0 only when every trial completed).
     last_summary: Any = None
+    # Why the last sweep could not be summarised (no trial folder at all, an unreadable folder), or None.
+    last_error: str | None = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from cnnlab.errors import CnnlabError
+        from cnnlab.sweeps.selection import from_config
         from cnnlab.sweeps.summary import summarize_sweep
 
-        summary = summarize_sweep(str(config.hydra.sweep.dir))
+        SweepSummaryCallback.last_summary = None
+        SweepSummaryCallback.last_error = None
+        # Hydra turns an exception raised here into a warning and carries on: report it ourselves, plainly.
+        try:
+            summary = summarize_sweep(str(config.hydra.sweep.dir), selection=from_config(config.get("selection")))
+        except CnnlabError as err:
+            SweepSummaryCallback.last_error = err.user_message
+            log.error("No sweep summary: %s", err.user_message)
+            return
+        except Exception as err:  # a bug in the summary must not hide the trials' own outcome
+            SweepSummaryCallback.last_error = f"{type(err).__name__}: {err}"
+            log.exception("The sweep summary failed")
+            return
         SweepSummaryCallback.last_summary = summary
-        log.info("Sweep summary: %s (%d trials, %d failed or unfinished)", summary.sweep_dir / "summary.md",
-                 len(summary.trials), len(summary.failed))
+        log.info("Sweep summary: %s (%s)", summary.sweep_dir / "summary.md", summary.outcome)
