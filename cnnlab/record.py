@@ -102,29 +102,54 @@ class RunRecord:
         return path
 
 
-def plot_curves(rows: list[dict[str, float]], path: Path) -> Path | None:
-    """Training and validation loss and accuracy against epoch, side by side."""
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str | None = None,
+                results: dict[str, Any] | None = None) -> Path | None:
+    """Training and validation loss and accuracy against epoch, side by side.
+
+    ``title`` names what was trained (``"lenet5_bn on digits"``); with the run's ``results`` the title adds its
+    test accuracy (or its status, when it did not complete) and a dotted line marks the epoch of the tested
+    (best) checkpoint.
+    """
     if not rows:
         return None
+    import re
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    results = results or {}
     epochs = [r["epoch"] for r in rows]
+    best = re.search(r"epoch(\d+)", Path(str(results.get("best_checkpoint") or "")).name)
+    tested = int(best.group(1)) + 1 if best else None  # Lightning counts epochs from 0 in the file name
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "top-1 accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [r.get(f"{split}/{metric}", math.nan) for r in rows]
             if not all(math.isnan(v) for v in values):
                 ax.plot(epochs, values, style, label=split, markersize=3)
+        if tested is not None and tested in epochs:
+            ax.axvline(tested, color="grey", linestyle=":", label=f"tested checkpoint (epoch {tested})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(path.parent.name)
+        ax.legend(fontsize=8)
+    finite = [v for r in rows for k in ("train/loss", "val/loss") for v in [r.get(k)] if v is not None
+              and math.isfinite(v) and v > 0]
+    if finite and max(finite) / min(finite) >= 1000:  # an exploding loss: keep the early epochs readable
+        axes[0].set_yscale("log")
+    status = results.get("status")
+    if results.get("test/acc") is not None:
+        outcome = f"test/acc {results['test/acc']:.4f}"
+        if results.get("test/acc_top5") is not None:
+            outcome += f", top-5 {results['test/acc_top5']:.4f}"
+    else:
+        outcome = f"{status}, not tested" if status and status != "completed" else "not tested"
+    name = path.parent.name
+    fig.suptitle(f"{title}: {outcome}  ({name})" if title else f"{name}: {outcome}" if results else name)
     # Fixed margins: tight_layout would draw the whole figure once more only to measure it (a third of the time).
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.22)
     fig.savefig(path, dpi=100)
