@@ -33,6 +33,8 @@ commands:
                              study a finished run's best checkpoint (conf/analysis/): figures and numbers in
                              <run_dir>/analysis/<name>/, headline numbers in results.json
   summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
+  recipes list|show|validate every recipe visible (built-in, --config-dir, CNNLAB_RECIPES, recipe packages);
+                             show NAME: its composed config, changed lines marked; validate: CI's check
   sweep-summary <sweep_dir>  summary.csv, summary.md and plots of a finished or running sweep
 
 models: lenet5_bn (the default: LeNet-5 with batch norm), lenet5, linear, mlp, lecun1989, alexnet, vgg, googlenet,
@@ -321,9 +323,15 @@ def _sweep_summary(args: Sequence[str]) -> int:
     return 1 if summary.failed else 0
 
 
+def _recipes(args: Sequence[str]) -> int:
+    from cnnlab.recipes import main as recipes  # Hydra only; `validate` loads torch when it trains
+
+    return recipes(args)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": _train, "resume": _resume, "eval": _eval, "summary": _summary,
-    "analyze": _analyze, "sweep-summary": _sweep_summary}
+    "analyze": _analyze, "sweep-summary": _sweep_summary, "recipes": _recipes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

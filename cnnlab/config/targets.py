@@ -296,7 +296,10 @@ def config_file(result_path: str, config_path: str) -> str:
         try:
             from importlib.resources import files
 
-            return str(files(module).joinpath(f"{config_path}.yaml"))
+            found = files(module)
+            for part in f"{config_path}.yaml".split("/"):
+                found = found.joinpath(part)
+            return str(found)
         except Exception:
             return f"{result_path}/{config_path}.yaml"
     return f"{config_path} ({result_path})"

@@ -1,0 +1,1 @@
+"""cnnlab's search-path plugin: the recipe folders of ``CNNLAB_RECIPES``."""
