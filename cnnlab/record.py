@@ -136,7 +136,10 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str | None = No
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {label} recorded", transform=ax.transAxes, ha="center", color="grey")
     finite = [v for r in rows for k in ("train/loss", "val/loss") for v in [r.get(k)] if v is not None
               and math.isfinite(v) and v > 0]
     if finite and max(finite) / min(finite) >= 1000:  # an exploding loss: keep the early epochs readable

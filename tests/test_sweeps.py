@@ -495,3 +495,28 @@ def test_the_advised_command_line_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = trials(sweep_dir)
     assert [r["status"] for r in outcome.values()] == ["completed", "completed"]
+
+
+def test_curves_title_names_model_data_and_test_accuracy(tmp_path: Path, monkeypatch) -> None:
+    from cnnlab.record import plot_curves
+
+    figures = captured_figures(monkeypatch)
+    rows = [{"epoch": e, "train/loss": 1.0 / e, "val/loss": 1.2 / e, "train/acc": 0.5 + e / 10,
+             "val/acc": 0.45 + e / 10} for e in (1, 2, 3)]
+    run = tmp_path / "10-41-05_4321"
+    run.mkdir()
+    plot_curves(rows, run / "curves.png", title="lenet5_bn on digits",
+                results={"status": "completed", "test/acc": 0.97123, "test/acc_top5": 0.999,
+                         "best_checkpoint": str(run / "checkpoints" / "epoch001-val_loss0.6000.ckpt")})
+    fig, _ = figures[-1]
+    assert fig._suptitle.get_text() == "lenet5_bn on digits: test/acc 0.9712, top-5 0.9990  (10-41-05_4321)"
+    for ax in fig.axes:
+        assert [line.get_label() for line in ax.get_lines()][-1] == "tested checkpoint (epoch 2)"
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+
+    exploded = [{"epoch": 1, "train/loss": 2.3, "val/loss": 2.3}, {"epoch": 2, "train/loss": 4e9, "val/loss": 5e9}]
+    plot_curves(exploded, run / "curves.png", title="mlp on digits",
+                results={"status": "diverged", "error": "Training diverged"})
+    fig, _ = figures[-1]
+    assert fig._suptitle.get_text() == "mlp on digits: diverged, not tested  (10-41-05_4321)"
+    assert fig.axes[0].get_yscale() == "log"

@@ -135,12 +135,12 @@ def check_command_line(args: Sequence[str]) -> None:
     if ns.config_path:  # another primary config folder: not cnnlab's tree, but its _target_s are checked all the same
         _check_targets_only(ns)
         return
-    if ns.multirun:  # Hydra's sweep-level config (its callbacks, launcher, sweeper): the command without the sweeps
-        _compose_with_hydra([o.input_line or "" for o in _parse(ns.overrides) if not o.is_sweep_override()],
-                            ns.config_dir, ns.config_name or CONFIG_NAME)
     config_name = ns.config_name or CONFIG_NAME
     if ns.multirun:  # a fixed key the sweep's own config lacks, beside a swept group: say how to write it
         _check_sweep_config(ns.overrides, ns.config_dir, config_name)
+    if ns.multirun:  # Hydra's sweep-level config (its callbacks, launcher, sweeper): the command without the sweeps
+        _compose_with_hydra([o.input_line or "" for o in _parse(ns.overrides) if not o.is_sweep_override()],
+                            ns.config_dir, ns.config_name or CONFIG_NAME)
     for number, job in enumerate(representative_jobs(ns.overrides)):
         try:
             cfg = _compose_with_hydra(job, ns.config_dir, config_name)
@@ -461,21 +461,6 @@ def _check_sweep_config(overrides: Sequence[str], config_dir: str | None, config
         f"trial, and adds it to the sweep's own config where it is missing (+{key} would fail in every trial "
         f"that has it already). To give the trials different values, sweep it too: ++{key}={value},<another>."
     )
-
-
-def _check_targets_only(ns: object) -> None:
-    """``cnnlab train --config-path DIR ...``: compose each job from DIR as Hydra will, and check its targets."""
-    from hydra._internal.utils import compute_search_path_dir
-
-    primary = compute_search_path_dir(None, None, ns.config_path) or ns.config_path  # type: ignore[attr-defined]
-    register()
-    for job in representative_jobs(ns.overrides):  # type: ignore[attr-defined]
-        with _Composer(ns.config_dir, ns.config_name or CONFIG_NAME, primary=primary) as composer:  # type: ignore
-            try:
-                cfg = composer.compose(job)
-            except Exception:  # Hydra reports what it cannot compose itself
-                return
-            check_targets(cfg, lambda key, target: recipe_file_of(composer, job, key, target))
 
 
 def _check_targets_only(ns: object) -> None:
