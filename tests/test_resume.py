@@ -271,3 +271,23 @@ def test_a_resumed_run_continues_its_wandb_run_offline(tmp_path: Path) -> None:
     assert results["status"] == "completed" and results["wandb_id"] == first_id
     segments = sorted((tmp_path / "run" / "wandb").glob(f"offline-run-*-{first_id}"))
     assert len(segments) == 2  # one offline record per segment, both of the same W&B run (`wandb sync` joins them)
+
+
+def test_a_sweep_started_again_continues_its_interrupted_trial(tmp_path: Path) -> None:
+    """Ctrl-C stops a sweep in its first trial; the same command with the same sweep dir continues that trial
+    from its checkpoint and then runs the rest."""
+    args = ("-m", *SLOW_EPOCHS, "trainer.max_epochs=2", "training.checkpoint_every_n_steps=20", "seed=1,2",
+            "hydra.sweep.dir=sweep")
+    process = _start(tmp_path, *args)
+    _wait_for_checkpoint(process, tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert results_of(tmp_path / "sweep" / "0")["status"] == "interrupted"
+    assert not (tmp_path / "sweep" / "1").exists()  # a signal stops the whole sweep
+
+    again = run_cli("train", *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    first, second = results_of(tmp_path / "sweep" / "0"), results_of(tmp_path / "sweep" / "1")
+    assert [s["status"] for s in first["segments"]] == ["interrupted", "completed"]
+    assert second["status"] == "completed" and len(second["segments"]) == 1
