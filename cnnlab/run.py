@@ -24,8 +24,8 @@ from cnnlab.data import ImageDataModule, build_datamodule
 from cnnlab.errors import ConfigError, RunInterrupted, TrainingDivergedError
 from cnnlab.models import build_model
 from cnnlab.record import CURVES_FILE, UNFINISHED, RunRecord, plot_curves, read_results
-from cnnlab.tracking.loggers import build_loggers, finish_wandb, log_run_config, wandb_ids
-from cnnlab.tracking.provenance import git_commit
+from cnnlab.tracking.loggers import ProvenanceInCheckpoints, build_loggers, finish_wandb, log_run_config, wandb_ids
+from cnnlab.tracking.provenance import collect as collect_provenance, dataset_fingerprint, git_commit
 from cnnlab.training import ImageClassifier
 from cnnlab.training.callbacks import DivergenceGuard, EpochHistory
 from cnnlab.training.checkpointing import LAST_CHECKPOINT, ResumeCheckpoint
@@ -178,6 +178,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
     previous = read_results(run_dir) if resume_from is not None else None
     record = RunRecord(run_dir, overrides, previous=previous, write=is_global_zero())
     record.update(git=git_commit())
+    record.update(provenance={**collect_provenance(), **_rerun_of(previous)})  # provenance: see tracking/provenance.py
     record.write(final=False)  # on disk from the start: a run killed outright is visibly unfinished
     history = EpochHistory()
     loggers: list = []
@@ -190,19 +191,21 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
             datamodule = build_datamodule(cfg)
             datamodule.prepare_data()
             datamodule.setup("fit")
+            record.data["provenance"]["data"] = dataset_fingerprint(OmegaConf.to_container(cfg.data, resolve=True))
             classifier = build_classifier(cfg, datamodule, store_config=True)
             record.update(params=sum(p.numel() for p in classifier.model.parameters()))
             loggers = build_loggers(cfg.logger, run_name(overrides) or run_dir.name, run_dir=run_dir,
                                     resume_step=_global_step(resume_from), wandb_id=(previous or {}).get("wandb_id"))
             record.update(**wandb_ids(loggers))
             if resume_from is None:
-                log_run_config(loggers, classifier.run_config)
+                log_run_config(loggers, classifier.run_config, record.data["provenance"], run_dir)
             callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
             training = cfg.training
             trainer = _trainer(
                 cfg,
                 logger=loggers or False,
-                callbacks=[*callbacks, DivergenceGuard(training.divergence_factor, cfg.data.num_classes), history,
+                callbacks=[*callbacks, ProvenanceInCheckpoints(record.data["provenance"]),
+                           DivergenceGuard(training.divergence_factor, cfg.data.num_classes), history,
                            ResumeCheckpoint(run_dir / "checkpoints", training.checkpoint_every_n_steps,
                                             training.checkpoint_every_n_minutes, signals)],
                 plugins=_cluster_plugins(),
@@ -249,7 +252,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
             if history.rows or resume_from is None:  # a resume that failed early keeps the history it found
                 record.update(epochs=len(history.rows), history=history.rows)
             record.update(devices=os.environ.get("CUDA_VISIBLE_DEVICES"), torch_threads=torch.get_num_threads())
-            for command in finish_wandb(loggers, record.data["status"], checkpoints):
+            for command in finish_wandb(loggers, record.data["status"], checkpoints, results=record.data):
                 log.info("W&B run saved offline; upload it with: %s", command)
                 record.update(wandb_sync=command)
             record.write()
@@ -274,6 +277,12 @@ def _analyses(cfg: DictConfig, run_dir: Path, classifier: ImageClassifier, datam
         log.error("analysis failed (%s); run it again with: cnnlab analyze %s analysis=[%s]", message, run_dir,
                   ",".join(names))
         return {"analysis_error": message}
+
+
+def _rerun_of(previous: dict[str, Any] | None) -> dict[str, Any]:
+    """A resumed run keeps the provenance of the run it continues (``rerun_of``, set by ``cnnlab rerun``)."""
+    kept = ((previous or {}).get("provenance") or {}).get("rerun_of")
+    return {"rerun_of": kept} if kept else {}
 
 
 def _epoch_and_step(checkpoint: Path) -> tuple[int, int]:

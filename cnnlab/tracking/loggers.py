@@ -9,10 +9,12 @@ from typing import Any, Mapping
 
 from hydra.utils import instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
+from cnnlab.tracking.provenance import PROVENANCE_KEY
 from cnnlab.tracking.wandb_mode import offline_reason
 
 log = logging.getLogger(__name__)
@@ -109,9 +111,45 @@ def wandb_ids(loggers: list[Logger]) -> dict[str, str]:
     return {}
 
 
-def log_run_config(loggers: list[Logger], config: Mapping[str, Any]) -> None:
+def log_run_config(loggers: list[Logger], config: Mapping[str, Any], provenance: Mapping[str, Any] | None = None,
+                   run_dir: Path | None = None) -> None:
+    """The resolved config (and ``provenance``) as each logger's hyperparameters. A W&B run also gets the recipe's
+    name as a tag and a ``config`` artifact: the recipe file and the run's ``.hydra/`` folder."""
+    values = {**config, "provenance": dict(provenance)} if provenance else dict(config)
     for logger in loggers:
-        logger.log_hyperparams(dict(config))
+        logger.log_hyperparams(values)
+        if isinstance(logger, WandbLogger) and provenance:
+            _describe_wandb_run(logger.experiment, provenance, run_dir)
+
+
+def _describe_wandb_run(run: Any, provenance: Mapping[str, Any], run_dir: Path | None) -> None:
+    import wandb
+
+    recipe = provenance.get("recipe") or {}
+    if recipe.get("name"):
+        run.tags = tuple(dict.fromkeys([*(run.tags or ()), f"recipe:{recipe['name']}"]))
+    files = [(Path(recipe["file"]), f"recipe/{Path(recipe['file']).name}")] if recipe.get("file") else []
+    if run_dir is not None and (run_dir / ".hydra").is_dir():
+        files += [(p, f".hydra/{p.name}") for p in sorted((run_dir / ".hydra").iterdir()) if p.is_file()]
+    if not files:
+        return
+    artifact = wandb.Artifact(f"config-{run.id}", type="config",
+                              metadata={"recipe": recipe.get("name"), "sha256": recipe.get("sha256")})
+    for path, name in files:
+        if path.is_file():
+            artifact.add_file(str(path), name=name)
+    run.log_artifact(artifact)
+
+
+class ProvenanceInCheckpoints(Callback):
+    """Every checkpoint of the run keeps the run's provenance (``PROVENANCE_KEY``): plain values, readable with
+    ``weights_only=True``."""
+
+    def __init__(self, provenance: Mapping[str, Any]) -> None:
+        self.provenance = dict(provenance)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[PROVENANCE_KEY] = self.provenance
 
 
 def _log_checkpoints(run: Any, checkpoints: dict[str, str]) -> None:
@@ -123,17 +161,22 @@ def _log_checkpoints(run: Any, checkpoints: dict[str, str]) -> None:
     run.log_artifact(artifact, aliases=list(checkpoints))
 
 
-def finish_wandb(loggers: list[Logger], status: str, checkpoints: dict[str, str]) -> list[str]:
+def finish_wandb(loggers: list[Logger], status: str, checkpoints: dict[str, str],
+                 results: Mapping[str, Any] | None = None) -> list[str]:
     """End the W&B runs (any status but completed finishes as failed) and return the ``wandb sync`` command of
     each offline one.
 
-    ``checkpoints`` maps aliases ("best", "last") to files, uploaded as a model artifact by offline runs.
+    ``checkpoints`` maps aliases ("best", "last") to files, uploaded as a model artifact by offline runs;
+    ``results`` (the run's record) fills the run's summary.
     """
     commands = []
     for logger in loggers:
         if not isinstance(logger, WandbLogger) or logger._experiment is None:
             continue
         run = logger.experiment
+        if results is not None:  # test and validation metrics, and how the run ended (with its error)
+            run.summary.update({k: v for k, v in results.items() if k.startswith(("test/", "val/")) or k in
+                                ("status", "error", "epochs", "train_time_s", "best_checkpoint")})
         if getattr(logger, "cnnlab_log_model", False) and checkpoints:
             _log_checkpoints(run, checkpoints)
         offline = bool(getattr(run, "offline", False)) or run.settings.mode == "offline"
