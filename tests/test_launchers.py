@@ -226,3 +226,21 @@ def test_stopping_a_pool_sweep_leaves_no_worker_behind(tmp_path: Path, how: str)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_ddp_trains_inside_a_pool_trial(tmp_path: Path) -> None:
+    """Lightning's DDP starts a trial's second process by running the worker's command line again: that command
+    runs exactly this trial, in its own folder (gloo on the CPU: 2 processes)."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", "launcher=pool", "hydra.launcher.slots=1", "trainer=ddp", "trainer.devices=2",
+                     "trainer.accelerator=cpu", "trainer.precision=32-true", *QUICK, "trainer.max_epochs=1",
+                     "model=linear", "seed=1,2", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for num in ("0", "1"):  # the second trial runs after a DDP trial on the same slot
+        run_dir = sweep_dir / num
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
+        assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 ran this trial, in this folder
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_ddp_process_1.log").read_text()
+        assert record(run_dir)["status"] == "COMPLETED"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no stray run folder from rank 1
