@@ -33,6 +33,9 @@ commands:
                              study a finished run's best checkpoint (conf/analysis/): figures and numbers in
                              <run_dir>/analysis/<name>/, headline numbers in results.json
   summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
+  rerun <run_dir> [key=value ...]
+                             a new run, in a new folder, from an old run's saved config (with changes)
+  diff <run_a> <run_b>       config keys, versions, recipe hashes and results that differ between two runs
   recipes list|show|validate every recipe visible (built-in, --config-dir, CNNLAB_RECIPES, recipe packages);
                              show NAME: its composed config, changed lines marked; validate: CI's check
   sweep-summary <sweep_dir>  summary.csv, summary.md and plots of a finished or running sweep
@@ -323,6 +326,19 @@ def _sweep_summary(args: Sequence[str]) -> int:
     return 1 if summary.failed else 0
 
 
+def _rerun(args: Sequence[str]) -> int:
+    from cnnlab.config.targets import take_allow_flags
+    from cnnlab.rerun import rerun
+
+    return rerun(take_allow_flags(args), _run)
+
+
+def _diff(args: Sequence[str]) -> int:
+    from cnnlab.rerun import diff
+
+    return diff(args)
+
+
 def _recipes(args: Sequence[str]) -> int:
     from cnnlab.recipes import main as recipes  # Hydra only; `validate` loads torch when it trains
 
@@ -331,7 +347,8 @@ def _recipes(args: Sequence[str]) -> int:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": _train, "resume": _resume, "eval": _eval, "summary": _summary,
-    "analyze": _analyze, "sweep-summary": _sweep_summary, "recipes": _recipes}
+    "analyze": _analyze, "sweep-summary": _sweep_summary, "recipes": _recipes,
+    "rerun": _rerun, "diff": _diff}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
