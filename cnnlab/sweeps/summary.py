@@ -337,6 +337,11 @@ def axis_scale(key: str, raw: list[str]) -> AxisScale:
     return AxisScale(key, distinct, True, integer, log_base)
 
 
+def _legend_columns(labels: list[str], most: int) -> int:
+    """As many legend columns as fit the figure's width (about 190 characters at legend size)."""
+    return max(1, min(most, len(labels), 190 // (max((len(t) for t in labels), default=1) + 8)))
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -394,7 +399,7 @@ def _metric_vs(summary: SweepSummary, axis: str) -> Path | None:
     handles, labels = axes[0].get_legend_handles_labels()
     many = len(labels) > 8
     if labels:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+        fig.legend(handles, labels, loc="lower center", ncol=_legend_columns(labels, 4), fontsize=8, frameon=False)
     missing = [t for t in summary.trials if t not in done]
     note = ""
     if missing:
@@ -403,7 +408,7 @@ def _metric_vs(summary: SweepSummary, axis: str) -> Path | None:
             (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
     fig.suptitle(f"Sweep {summary.name}: {selection.column} and test error against {axis}"
                  f"{' (mean ± std over seeds)' if 'seed' in summary.axes else ''}{note}", fontsize=11)
-    rows = math.ceil(len(labels) / 4) if labels else 0
+    rows = math.ceil(len(labels) / _legend_columns(labels, 4)) if labels else 0
     fig.subplots_adjust(left=0.07, right=0.98, top=0.86 if missing else 0.9, wspace=0.25,
                         bottom=min(0.5, 0.15 + 0.05 * rows + (0.05 if scale.values and not scale.numeric else 0)))
     if many:
@@ -444,8 +449,8 @@ def _val_curves(summary: SweepSummary) -> Path | None:
         _zoom_on_completed(ax, [t for t in with_history if t.status == "completed"], key)
     handles, labels = axes[0].get_legend_handles_labels()
     if labels:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
-    rows = math.ceil(len(labels) / 3)
+        fig.legend(handles, labels, loc="lower center", ncol=_legend_columns(labels, 3), fontsize=8, frameon=False)
+    rows = math.ceil(len(labels) / _legend_columns(labels, 3)) if labels else 0
     fig.suptitle(f"Sweep {summary.name}: validation per epoch, {len(with_history)} trials"
                  f"{' (grey: the others, listed in summary.md)' if crowded else ''}; best by "
                  f"{summary.selection.label}", fontsize=11)
@@ -519,7 +524,12 @@ def _optuna_plots(summary: SweepSummary, study: Any) -> list[Path]:
     if not complete:
         return []
     plt = _pyplot()
+    import logging
+
     from optuna.visualization import matplotlib as views
+
+    # matplotlib logs, at INFO, that categorical parameters' values look like numbers: noise in the sweep's log
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
     target = summary.selection.label
     written = []
@@ -549,7 +559,7 @@ def _optuna_plots(summary: SweepSummary, study: Any) -> list[Path]:
                 ax.set_title("", loc=loc)
         fig.suptitle(f"Sweep {summary.name} (Optuna search): {what}", fontsize=10)
         if several:  # the slice plot: Optuna's colour bar took its room from the axes; a relayout would undo that
-            fig.set_size_inches(max(fig.get_size_inches()[0], 4.2 * len(axes.flat) + 1.5), 5)
+            fig.set_size_inches(max(fig.get_size_inches()[0], 3.6 * len(axes.flat) + 1.5), 5)
         else:
             fig.set_size_inches(9, 4.8)
             fig.tight_layout(rect=(0, 0, 1, 0.94))
