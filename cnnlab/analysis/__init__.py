@@ -19,16 +19,14 @@ ANALYSES: dict[str, str] = {
 
 
 def run_checkpoint(run_dir, results: dict | None) -> "str | None":
-    """The checkpoint of a run that analyses read: ``results.json``'s ``best_checkpoint`` when that file is there
-    (looked for in the run's own ``checkpoints/`` too, for a moved run folder), else ``checkpoints/last.ckpt``;
-    None when the folder has neither. Imports nothing heavy."""
+    """The checkpoint of a run that analyses read, from the run folder itself (a moved or copied folder reads its
+    own): ``results.json``'s ``best_checkpoint`` when that file is in ``checkpoints/``, else
+    ``checkpoints/last.ckpt``; None when the folder has neither. Imports nothing heavy."""
     from pathlib import Path
 
-    run_dir = Path(run_dir)
+    folder = Path(run_dir) / "checkpoints"
     best = (results or {}).get("best_checkpoint")
-    candidates = [Path(best), run_dir / "checkpoints" / Path(best).name] if best else []
-    candidates.append(run_dir / "checkpoints" / "last.ckpt")
-    for candidate in candidates:
+    for candidate in ([folder / Path(best).name] if best else []) + [folder / "last.ckpt"]:
         if candidate.is_file():
             return str(candidate)
     return None
