@@ -36,11 +36,16 @@ def _apply(cfg: DictConfig, overrides: Sequence[str]) -> None:
                 with open_dict(cfg):
                     del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
             continue
-        if not exists and not override.is_add():
+        replaces_group = exists and isinstance(OmegaConf.select(cfg, key), DictConfig) and \
+            not isinstance(override.value(), dict)
+        if replaces_group or (not exists and not override.is_add()):
             group = key.split(".")[0]
             hint = (f" {key} names a config group: a saved run's config has no groups any more, only their keys. "
                     f"Change its keys (e.g. {group}.<key>=...), or start a new run with cnnlab train."
-                    if "." not in key else f" To add a new key on purpose, write +{override.input_line}.")
+                    if "." not in key or replaces_group
+                    else f" To add a new key on purpose, write +{override.input_line}.")
+            if replaces_group:
+                raise ConfigError(f"cnnlab rerun: {override.input_line}:{hint}")
             raise ConfigError(f"Unknown config key '{key}' in the saved run's config.{hint}")
         with open_dict(cfg):
             OmegaConf.update(cfg, key, override.value(), merge=False, force_add=override.is_add())
