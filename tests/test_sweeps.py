@@ -170,7 +170,10 @@ def test_optuna_search_continues_after_a_kill(tmp_path: Path) -> None:
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4 and complete[0].number == 0  # trial 0 was not run again ...
     assert (sweep_dir / "0" / "results.json").stat().st_mtime_ns == finished_before
-    assert trials[2].params == interrupted.params  # ... and the interrupted one was asked again first
+    assert trials[2].params == interrupted.params  # ... and the interrupted one was asked again first,
+    assert trials[2].user_attrs["job_num"] == 1  # in its own folder: no stale trial is left "running"
+    assert json.loads((sweep_dir / "1" / "results.json").read_text())["status"] == "completed"
+    assert not (sweep_dir / "2").exists()
     assert (sweep_dir / "optuna_best.yaml").is_file() and (sweep_dir / "summary.md").is_file()
 
 

@@ -3,8 +3,9 @@
 hydra-optuna-sweeper 1.3 pins optuna<3; this sweeper talks to Optuna's own ask/tell API instead, so any current
 Optuna works. The study is stored in ``<sweep_dir>/optuna.db`` (SQLite), so rerunning the same command on the
 same ``hydra.sweep.dir`` continues the search: finished trials count, and trials a killed search left running are
-asked again first. Each batch of ``n_jobs`` trials goes to the configured launcher (``launcher=pool`` runs them
-concurrently); a trial that fails is told to Optuna as failed and the search goes on.
+asked again first, in their own job number and folder (where cnnlab continues them from their checkpoint). Each
+batch of ``n_jobs`` trials goes to the configured launcher (``launcher=pool`` runs them concurrently); a trial
+that fails is told to Optuna as failed and the search goes on.
 
 A trial's value is its task function's return value when that is a number; from a mapping (cnnlab's
 ``results.json``), the best value of ``metric`` over the run's epochs (``<metric>_best``, ``<metric>`` or the
@@ -52,6 +53,9 @@ class OptunaSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="cnnlab_optuna", node=OptunaSweeperConf, provider="cnnlab")
 
 INTERRUPTED = "interrupted"
+# The Hydra job number (so the trial folder) a study trial runs as: its own number, or, for the trial asked again
+# after a killed search, the number of the killed one, whose folder it continues rather than leaving it stale.
+JOB_NUM = "job_num"
 DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
 
 
@@ -153,7 +157,7 @@ class OptunaSweeper(Sweeper):
             sampler=optuna.samplers.TPESampler(seed=self.seed), direction=self.direction, load_if_exists=True)
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # left running by a search that was killed: ask for the same parameters again, first
-            study.enqueue_trial(stale.params)
+            study.enqueue_trial(stale.params, user_attrs={JOB_NUM: stale.user_attrs.get(JOB_NUM, stale.number)})
             study.tell(stale.number, state=TrialState.FAIL)
             study.set_user_attr(f"{INTERRUPTED}_{stale.number}", True)
 
@@ -168,7 +172,13 @@ class OptunaSweeper(Sweeper):
         while finished() < self.n_trials:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - finished()))]
             jobs = [fixed + [f"{key}={trial.params[key]}" for key in space] for trial in trials]
-            returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+            numbers = [trial.user_attrs.get(JOB_NUM, trial.number) for trial in trials]
+            returns: List[Any] = []
+            start = 0
+            for end in range(1, len(jobs) + 1):  # one launch per run of consecutive job numbers
+                if end == len(jobs) or numbers[end] != numbers[end - 1] + 1:
+                    returns += list(self.launcher.launch(jobs[start:end], initial_job_idx=numbers[start]))
+                    start = end
             for trial, ret in zip(trials, returns):
                 outcome = ret.return_value if ret.status == JobStatus.COMPLETED else None
                 value = trial_value(outcome, self.metric, self.direction)
@@ -180,8 +190,8 @@ class OptunaSweeper(Sweeper):
         if done:
             best = study.best_trial
             best_file = sweep_dir / "optuna_best.yaml"
-            OmegaConf.save(OmegaConf.create({"trial": best.number, self.metric: best.value, "params": best.params}),
-                           best_file)
+            OmegaConf.save(OmegaConf.create({"trial": best.number, "job_num": best.user_attrs.get(JOB_NUM, best.number),
+                                             self.metric: best.value, "params": best.params}), best_file)
             log.info("Best trial #%d: %s = %.4f with %s (%s)", best.number, self.metric, best.value, best.params,
                      best_file)
         return None
