@@ -18,6 +18,15 @@ def _host() -> str:
     return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
 
 
+def _port() -> int:
+    """The port of ``WANDB_BASE_URL`` (a local server's, say), or the scheme's default."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        return url.port or (80 if url.scheme == "http" else 443)
+    except ValueError:
+        return 443
+
+
 def _has_api_key(host: str) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -29,7 +38,7 @@ def _has_api_key(host: str) -> bool:
 
 def _reachable(host: str) -> bool:
     try:
-        socket.create_connection((host, 443), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, _port()), timeout=CONNECT_TIMEOUT_S).close()
         return True
     except OSError:
         return False
@@ -46,7 +55,7 @@ def offline_reason(force_offline: bool) -> str | None:
     if not _has_api_key(host):
         return "no W&B API key is set (run `wandb login` or set WANDB_API_KEY)"
     if not _reachable(host):
-        return f"{host} cannot be reached"
+        return f"{host}:{_port()} cannot be reached (tried for at most {CONNECT_TIMEOUT_S:.0f} s)"
     return None
 
 
