@@ -412,7 +412,8 @@ def test_plots_have_integer_and_log_axes_titles_and_readable_legends(tmp_path: P
     assert [t.get_text() for t in depth.get_xticklabels()] == ["20", "32", "44", "56"]
     legend = [t.get_text() for t in by_name["metric_vs_model.depth.png"].legends[0].get_texts()]
     assert "optimizer.lr=0.001235" in legend and "optimizer.lr=0.1" in legend  # not 18 digits
-    assert "did not complete: trial 8 (diverged)" in by_name["metric_vs_model.depth.png"]._suptitle.get_text()  # not silently dropped
+    title = by_name["metric_vs_model.depth.png"]._suptitle.get_text()
+    assert "did not complete: trial 8 (diverged)" in title  # not silently dropped
 
     lr = by_name["metric_vs_optimizer.lr.png"].axes[0]
     assert lr.get_xscale() == "log" and "log scale" in lr.get_xlabel()

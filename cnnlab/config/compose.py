@@ -411,7 +411,8 @@ def _explain_fixed_key_in_sweep(err: ConfigError, overrides: Sequence[str], job:
     raise ConfigError(
         f"{culprit} is fixed on a sweep's command line, so it applies to every trial: to every option of the "
         f"swept {group}={','.join(values)}. But {group}={','.join(lacking)} has no {key}, so those trials cannot "
-        f"take it; {group}={','.join(having)} can. Sweep the options that take {key} separately from the others, or leave {key} out.{run_having}"
+        f"take it; {group}={','.join(having)} can. Sweep the options that take {key} separately from the others, "
+        f"or leave {key} out.{run_having}"
     ) from None
 
 

@@ -431,7 +431,8 @@ def _val_curves(summary: SweepSummary) -> Path | None:
     best = summary.best
     crowded = len(with_history) > 12  # too many for a legend: the others in grey, only the best named
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for ax, key, ylabel in ((axes[0], "val/loss", "validation loss"), (axes[1], "val/acc", "validation top-1 accuracy")):
+    panels = ((axes[0], "val/loss", "validation loss"), (axes[1], "val/acc", "validation top-1 accuracy"))
+    for ax, key, ylabel in panels:
         for t in with_history:
             rows = [r for r in t.results.get("history") or [] if _number(r.get(key)) is not None]
             if not rows:
