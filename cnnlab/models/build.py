@@ -2,8 +2,9 @@
 
 Every builder takes ``in_channels``, ``num_classes`` and ``image_size`` (filled from the data config) plus
 its own keyword options (the keys of ``conf/model/<name>.yaml``). Four options work for every model:
-``weights`` (a torchvision weights name or a checkpoint file to start from), ``freeze`` (names of the parts
-whose parameters stay fixed, e.g. ``[features]`` to train only a VGG's classifier), ``channels_last`` and
+``weights`` (a torchvision weights name, a checkpoint file or a cnnlab run folder to start from), ``freeze``
+(names of the parts whose parameters stay fixed, e.g. ``[features]`` to train only a VGG's classifier, or a preset:
+``conv``, every conv layer, ``lower_conv``, the lower half of the conv stages; see ``weights.preset_parts``), ``channels_last`` and
 ``compile``. Which builders exist and which options they take is ``cnnlab.models.families``: ``create_model``
 checks the options against it before building, exactly as the config check does before torch is imported.
 """
@@ -48,7 +49,7 @@ def create_model(name: str, *, in_channels: int, num_classes: int, image_size: i
     if weights:
         load_weights(net, weights)
     if freeze_parts:
-        freeze(net, freeze_parts)
+        freeze(net, freeze_parts, example=torch.zeros(1, in_channels, image_size, image_size))
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         net.register_forward_pre_hook(_to_channels_last)
@@ -63,6 +64,8 @@ def build_model(cfg: DictConfig) -> nn.Module:
     assert isinstance(options, dict)
     name = options.pop("name")
     freeze_parts = options.pop("freeze", None) or ()
+    if isinstance(freeze_parts, str):  # model.freeze=conv
+        freeze_parts = [freeze_parts]
     if cfg.data.num_classes is None:
         raise ConfigError(
             "data.num_classes is not known yet: it is counted from the class folders when the data module is "

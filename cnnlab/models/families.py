@@ -71,11 +71,21 @@ CIFAR_DEPTH = Rule(Satisfies(_is_cifar_depth, "6n+2"), message=(
     "… Set model.depth to one of them."))
 
 
+# model.freeze presets: conv (every conv layer with its batch norm: the lectures' "similar data" case) and
+# lower_conv (the conv layers of the lower half of the conv stages, a stage being a feature-map resolution:
+# the "different data" case); cnnlab.models.weights.preset_parts finds them in the built network.
+FREEZE_PRESETS = ("conv", "lower_conv")
+# Models without conv layers, for which the presets mean nothing: family -> variants (None: all of them).
+WITHOUT_CONV: dict[str, tuple[str, ...] | None] = {"linear": None, "mlp": None, "lecun1989": ("net1", "net2")}
+
 # Options every model takes (conf/config.yaml), handled by create_model rather than by the builders.
 COMMON_OPTIONS: dict[str, Rule] = {
     "weights": Rule(Text(optional=True), meaning="a torchvision weights name (e.g. ResNet18_Weights.IMAGENET1K_V1) "
                                                  "or a checkpoint file to start from"),
-    "freeze": Rule(Names(), meaning="the list of the parts of the model whose parameters stay fixed"),
+    "freeze": Rule(Satisfies(lambda v: Names().accepts(v) or v in FREEZE_PRESETS,
+                             "a list of names of parts, e.g. [features], or a preset: conv (every conv layer) or "
+                             "lower_conv (the lower half of the conv stages)"),
+                   meaning="the parts of the model whose parameters stay fixed"),
     "channels_last": Rule(Flag()),
     "compile": Rule(Flag()),
 }
@@ -189,6 +199,14 @@ def model_problem(name: Any, options: Mapping[str, Any], image_size: int) -> str
         problem = known[key].problem(f"model.{key}", value)
         if problem:
             return problem
+    freeze = options.get("freeze")
+    presets = [p for p in ([freeze] if isinstance(freeze, str) else freeze or []) if p in FREEZE_PRESETS]
+    if presets and name in WITHOUT_CONV:
+        variants = WITHOUT_CONV[name]
+        if variants is None or options.get("variant") in variants:
+            which = name if variants is None else f"{name} {options.get('variant')}"
+            return (f"model.freeze={presets[0]} freezes conv layers, and {which} has none. Name the parts to freeze "
+                    f"instead (cnnlab summary lists them), or pick a conv model.")
     return family.rule(options, image_size) if family.rule else None
 
 
