@@ -100,6 +100,20 @@ PLANS: dict[str, Run | NotHere] = {
     "cnnlab resume outputs/2026-01-01/12-00-00_123": Run(extra=(), says="nothing to resume"),
     f"cnnlab eval ckpt_path={PLACEHOLDER_RUN}/checkpoints/last.ckpt": Run(extra=(), says="test/acc"),
     "cnnlab eval ckpt_path=outputs/2026-01-01/12-00-00_123/checkpoints/last.ckpt": Run(extra=(), says="test/acc"),
+    "cnnlab recipes list": Run(extra=(), says="lenet5_mnist"),
+    "cnnlab recipes show our_baseline": NotHere(
+        "our_baseline comes from the example recipe package once installed (tests/test_recipes.py installs it in "
+        "a venv); here its folder is passed instead",
+        check=Run(extra=("--config-dir", str(REPO / "examples" / "team-recipes" / "team_recipes" / "conf")),
+                  says="lines marked * are the recipe's")),
+    "cnnlab recipes validate --config-dir ~/team-recipes": NotHere(
+        "names the reader's own recipe folder; tests/test_recipes.py validates a team folder"),
+    "cnnlab train --allow-target=my_team.callbacks.SlackNotifier callbacks=slack": NotHere(
+        "names the reader's own class and callbacks option; tests/test_safe_recipes.py allows a target this way"),
+    "cnnlab rerun outputs/2026-01-01/12-00-00_123": Run(extra=(), says="test/acc"),
+    "cnnlab rerun outputs/2026-01-01/12-00-00_123 seed=1": Run(extra=(), says="test/acc"),
+    "cnnlab diff outputs/2026-01-01/12-00-00_123 outputs/2026-01-02/09-30-00_456": NotHere(
+        "needs two run folders; tests/test_provenance.py diffs a run and its reruns"),
     "cnnlab summary experiment=lecun1989_net4": Run(extra=(), says="2,266"),
     "cnnlab summary experiment=lecun1989_net5": Run(extra=(), says="lecun1989"),
     "cnnlab summary model=vgg model.depth=16 data=imagenet data.root=/data/imagenet": Run(
