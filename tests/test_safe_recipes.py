@@ -267,3 +267,28 @@ def test_refused_by_default(target: str) -> None:
     from cnnlab.config.targets import is_allowed
 
     assert not is_allowed(target)
+
+
+def test_hostile_recipe_from_cnnlab_recipes_is_refused(tmp_path: Path, victim: Path) -> None:
+    args, recipe, key, target = _hostile(tmp_path, victim)["hydra_callbacks_key"]
+    message = one_paragraph(run_cli("train", *args, cwd=tmp_path,
+                                    env={"CNNLAB_RECIPES": str(tmp_path / "recipes")}))
+    assert f"{key}: {target} (set in {recipe})" in message
+    assert victim.read_text() == "precious\n"
+
+
+def test_another_primary_config_is_checked_too(tmp_path: Path, victim: Path) -> None:
+    """--config-path replaces cnnlab's tree as Hydra's primary config: its targets are checked all the same."""
+    primary = write(tmp_path / "other", "config.yaml", f"""\
+        seed: 1
+        hydra:
+          callbacks:
+            wipe:
+              _target_: builtins.open
+              file: {victim}
+              mode: w
+        """)
+    message = one_paragraph(run_cli("train", "--config-path", str(primary.parent), "--config-name", "config",
+                                    cwd=tmp_path))
+    assert f"hydra.callbacks.wipe._target_: builtins.open (set in {primary})" in message
+    assert victim.read_text() == "precious\n" and not (tmp_path / "outputs").exists()
