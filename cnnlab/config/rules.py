@@ -216,6 +216,10 @@ TRAINING: dict[str, Rule] = {
                                        hint="Leave it null to save at epoch ends (and by step count) only."),
 }
 
+# The validation metrics a run logs every epoch that can pick the best checkpoint and trial (`selection`), and the
+# end of each that is best. Test metrics are never among them: the test split is reported, not chosen on.
+SELECTION_METRICS: dict[str, str] = {"val/loss": "min", "val/acc": "max"}
+
 
 # --- analyses (conf/analysis/, cnnlab/analysis/) -----------------------------------------------------------------
 FEATURE_CLASSIFIERS = ("linear_svm", "rbf_svm", "knn", "logistic", "dino_knn")
@@ -264,7 +268,8 @@ ANALYSIS: dict[str, dict[str, Rule]] = {
                                  hint="DINO's default: 0.07."),
         "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
         "network": Rule(OneOf(("trained", "pretrained")),
-                        hint="pretrained analyses the weights the run started from (model.weights)."),
+                        hint="pretrained analyses the weights the run started from (model.weights; without it, the "
+                             "network as initialised: random features)."),
     },
     "confusion": {
         "top_pairs": Rule(Whole(0), meaning="the number of most-confused class pairs listed"),
@@ -272,7 +277,3 @@ ANALYSIS: dict[str, dict[str, Rule]] = {
         "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
     },
 }
-
-# The validation metrics a run logs every epoch that can pick the best checkpoint and trial (`selection`), and the
-# end of each that is best. Test metrics are never among them: the test split is reported, not chosen on.
-SELECTION_METRICS: dict[str, str] = {"val/loss": "min", "val/acc": "max"}

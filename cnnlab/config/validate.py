@@ -132,24 +132,6 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
         raise ConfigError("Set trainer.max_epochs (or trainer.max_steps) to at least 1.")
 
 
-def _check_analysis(cfg: DictConfig) -> None:
-    """``analysis.<name>``: each analysis's options (conf/analysis/<name>.yaml). Which names exist is checked while
-    composing (a typo lists the analyses); a saved config from before analyses existed has no ``analysis``."""
-    if cfg.get("analysis") is None:
-        return
-    for name, options in _plain(cfg, "analysis").items():
-        if name not in rules.ANALYSIS:
-            raise ConfigError(f"Unknown analysis '{name}'. Analyses: {', '.join(rules.ANALYSIS)}. Pick them with "
-                              f"analysis=[{','.join(rules.ANALYSIS)}].")
-        if not isinstance(options, dict):
-            raise ConfigError(f"analysis.{name} holds the options of the {name} analysis (conf/analysis/{name}.yaml), "
-                              f"a mapping; got {shown(options)}. Select analyses with analysis=[{name}].")
-        check_section(f"analysis.{name}", options, rules.ANALYSIS[name])
-        if name == "features" and options.get("network") == "pretrained" and not cfg.model.get("weights"):
-            raise ConfigError("analysis.features.network=pretrained analyses the weights the run started from, but "
-                              "model.weights is not set. Set model.weights, or analysis.features.network=trained.")
-
-
 def _check_selection(selection: Any) -> None:
     """``selection``: a validation metric every run logs per epoch, and the end of it that is best. Absent in the
     saved configs of runs from before the setting (they monitored val/loss, lowest)."""
@@ -168,3 +150,18 @@ def _check_selection(selection: Any) -> None:
         best = rules.SELECTION_METRICS[metric]
         raise ConfigError(f"selection.mode={mode} does not suit selection.metric={metric}: {metric} is best when "
                           f"{'lowest' if best == 'min' else 'highest'}. Set selection.mode={best}.")
+
+
+def _check_analysis(cfg: DictConfig) -> None:
+    """``analysis.<name>``: each analysis's options (conf/analysis/<name>.yaml). Which names exist is checked while
+    composing (a typo lists the analyses); a saved config from before analyses existed has no ``analysis``."""
+    if cfg.get("analysis") is None:
+        return
+    for name, options in _plain(cfg, "analysis").items():
+        if name not in rules.ANALYSIS:
+            raise ConfigError(f"Unknown analysis '{name}'. Analyses: {', '.join(rules.ANALYSIS)}. Pick them with "
+                              f"analysis=[{','.join(rules.ANALYSIS)}].")
+        if not isinstance(options, dict):
+            raise ConfigError(f"analysis.{name} holds the options of the {name} analysis (conf/analysis/{name}.yaml), "
+                              f"a mapping; got {shown(options)}. Select analyses with analysis=[{name}].")
+        check_section(f"analysis.{name}", options, rules.ANALYSIS[name])
