@@ -524,3 +524,30 @@ def test_curves_title_names_model_data_and_test_accuracy(tmp_path: Path, monkeyp
     fig, _ = figures[-1]
     assert fig._suptitle.get_text() == "mlp on digits: diverged, not tested  (10-41-05_4321)"
     assert fig.axes[0].get_yscale() == "log"
+
+
+def test_every_status_is_reported_with_what_to_do(tmp_path: Path) -> None:
+    from cnnlab.sweeps.summary import summarize_sweep
+
+    fake_trial(tmp_path, 0, ["seed=0"], val_loss=[0.5, 0.4], **{"test/acc": 0.9})
+    fake_trial(tmp_path, 1, ["seed=1"], status="interrupted", val_loss=[0.6], interrupted_by="SIGINT",
+               resume_command=f"cnnlab resume {tmp_path / '1'}")
+    crashed = fake_trial(tmp_path, 2, ["seed=2"], status="running")  # its worker died (os._exit, out of memory)
+    (crashed / "trial.json").write_text(json.dumps({"overrides": ["seed=2"], "status": "FAILED",
+                                                    "error": "WorkerDied: the worker exited with status 137"}))
+    (tmp_path / "3").mkdir()  # launched, nothing written yet
+    (tmp_path / "3" / "trial.json").write_text(json.dumps({"overrides": ["seed=3"], "status": "RUNNING"}))
+    (tmp_path / "4" / ".hydra").mkdir(parents=True)  # a basic-launcher job that had just started
+    (tmp_path / "4" / ".hydra" / "overrides.yaml").write_text("- seed=4\n")
+    fake_trial(tmp_path, 5, ["seed=5"], status="running")  # killed outright (SIGKILL)
+    summary = summarize_sweep(tmp_path)
+    assert [t.status for t in summary.trials] == ["completed", "interrupted", "failed", "unfinished", "unfinished",
+                                                  "running"]
+    assert summary.outcome == "6 trials: 1 completed, 1 failed, 1 interrupted, 1 running, 2 unfinished"
+    assert summary.exit_status == 1 and summary.best.run_dir.name == "0"
+    errors = (tmp_path / "summary.md").read_text().split("## Trials that did not complete")[1]
+    assert f"| 1 | interrupted | seed=1 | interrupted by SIGINT; continue it with: cnnlab resume {tmp_path / '1'} |" \
+        in errors
+    assert "| 2 | failed | seed=2 | the trial's process died: WorkerDied: the worker exited with status 137 |" in errors
+    assert "| 3 | unfinished | seed=3 | no results.json" in errors and "| 4 | unfinished | seed=4 |" in errors
+    assert "| 5 | running | seed=5 | still running, or its process was killed" in errors

@@ -97,7 +97,8 @@ class SweepSummary:
     @property
     def outcome(self) -> str:
         """``4 trials: 3 completed, 1 diverged``."""
-        counts = {s: sum(t.status == s for t in self.trials) for s in TRIAL_STATUSES}
+        order = ("completed", "failed", "diverged", "interrupted", "running", UNFINISHED)
+        counts = {s: sum(t.status == s for t in self.trials) for s in order}
         parts = [f"{n} {s}" for s, n in counts.items() if n]
         return f"{len(self.trials)} trial{'s' * (len(self.trials) != 1)}: {', '.join(parts) or 'none'}"
 
@@ -125,23 +126,34 @@ def _overrides(results: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in pairs if not k.startswith("hydra.")}
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _trial_results(run_dir: Path) -> dict[str, Any] | None:
     """A trial folder's results, or a stand-in for a launched trial without them; None for other folders."""
     results_file = run_dir / RESULTS_FILE
+    # trial.json: written by the pool and ray launchers when a trial starts and when it ends
+    launched = _read_json(run_dir / "trial.json") if (run_dir / "trial.json").is_file() else None
     if results_file.is_file():
-        try:
-            results = json.loads(results_file.read_text())
-            if isinstance(results, dict):
-                return results
-        except ValueError:
-            pass
-        return {"status": UNFINISHED, "overrides": [], "error": f"{results_file} cannot be read"}
+        results = _read_json(results_file)
+        if results is None:
+            return {"status": UNFINISHED, "overrides": (launched or {}).get("overrides", []),
+                    "error": f"{results_file} cannot be read"}
+        if results.get("status") == "running" and launched and launched.get("status") == "FAILED":
+            # the run never wrote its end: its process died (a crash, out of memory), as the launcher saw it
+            return {**results, "status": "failed",
+                    "error": f"the trial's process died: {launched.get('error') or 'no error recorded'}"}
+        return results
     overrides: list[str] | None = None
-    if (run_dir / "trial.json").is_file():  # written by the pool and ray launchers when they start a trial
-        try:
-            overrides = list(json.loads((run_dir / "trial.json").read_text()).get("overrides", []))
-        except (ValueError, AttributeError):
-            overrides = []
+    if launched is not None:
+        overrides = [str(o) for o in launched.get("overrides") or []]
+        if launched.get("status") == "FAILED":  # died before the run started (its config, its imports)
+            return {"status": "failed", "overrides": overrides, "error": launched.get("error") or "no error recorded"}
     if (run_dir / ".hydra" / "overrides.yaml").is_file():  # written by Hydra when a job starts
         from omegaconf import OmegaConf
 
