@@ -146,6 +146,10 @@ class Worker:
 
 
 def stop_all(workers: List[Worker]) -> None:
+    for worker in workers:  # all at once: each ends as soon as its socket closes
+        if worker.conn is not None:
+            worker.conn.close()
+            worker.conn = None
     for worker in workers:
         worker.stop()
 
@@ -185,16 +189,36 @@ def _reply(ret: JobReturn, retire: bool) -> bytes:
         return _dumps({"ret": ret, "retire": retire})
 
 
+def _exit_now() -> None:
+    """End an idle worker without the interpreter's teardown of everything its trials imported (seconds with
+    torch loaded): its exit handlers run, its output is flushed, then the process ends."""
+    import atexit
+
+    if _scratch is not None:
+        shutil.rmtree(_scratch, ignore_errors=True)
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+_scratch: Optional[Path] = None  # this worker's folder for job files
+
+
 def serve(fd: int) -> int:
     conn = Connection(fd)
     _watch_parent(os.getppid())
-    scratch = Path(tempfile.mkdtemp(prefix="hydra-pool-worker-"))
+    global _scratch
+    scratch = _scratch = Path(tempfile.mkdtemp(prefix="hydra-pool-worker-"))
     try:
         while True:
             try:
                 data = conn.recv_bytes()
             except (EOFError, OSError, KeyboardInterrupt):
-                return 0
+                _exit_now()
             job: trials.Job = pickle.loads(data)
             job_file = scratch / f"job-{job.num}.pkl"
             job_file.write_bytes(data)
@@ -212,7 +236,7 @@ def serve(fd: int) -> int:
             except (OSError, KeyboardInterrupt):
                 return 1
             if retire:
-                return 0
+                _exit_now()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

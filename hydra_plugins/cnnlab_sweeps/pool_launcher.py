@@ -24,7 +24,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -115,6 +115,9 @@ class PoolLauncher(Launcher):
         for extra in self._workers[len(groups):]:
             extra.stop()
         del self._workers[len(groups):]
+        for worker in self._workers:  # their start-up overlaps the composition of the first trials
+            if not worker.alive():
+                worker.start()
         return slots
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -123,32 +126,47 @@ class PoolLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        planned = [trials.plan(self.hydra_context, self.config, initial_job_idx + i, list(o))
-                   for i, o in enumerate(job_overrides)]
-        results: List[Optional[JobReturn]] = [None] * len(planned)
-        todo: "queue.Queue[int]" = queue.Queue()
-        for i, trial in enumerate(planned):
-            done = trials.completed_return(trial, self.completed_if) if self.resume else None
-            if done is not None:
-                log.info("#%d already completed, skipped: %s", trial.num, " ".join(filter_overrides(trial.overrides)))
-                results[i] = done
-            else:
-                todo.put(i)
-        if todo.empty():
-            return results  # type: ignore[return-value]
         slots = self._slot_workers(self._device_groups())
-        log.info("Launching %d trials, %d at a time (%s), sweep output dir: %s", todo.qsize(), len(slots),
+        log.info("Launching %d trials, %d at a time (%s), sweep output dir: %s", len(job_overrides), len(slots),
                  ", ".join(s["where"] for s in slots), sweep_dir)
+        results: List[Optional[JobReturn]] = [None] * len(job_overrides)
         singleton_state = Singleton.get_state()
         stopping = threading.Event()
+        # Trials composed ahead of the slots (Hydra's config loading is not for concurrent use: one thread does it)
+        # while the running ones train, so that a freed slot starts its next trial at once.
+        ready: "queue.Queue[Optional[Tuple[int, trials.Trial]]]" = queue.Queue(maxsize=len(slots))
+
+        def compose() -> None:
+            try:
+                for i, overrides in enumerate(job_overrides):
+                    if stopping.is_set():
+                        return
+                    trial = trials.plan(self.hydra_context, self.config, initial_job_idx + i,  # type: ignore[arg-type]
+                                        list(overrides))
+                    done = trials.completed_return(trial, self.completed_if) if self.resume else None
+                    if done is not None:
+                        log.info("#%d already completed, skipped: %s", trial.num,
+                                 " ".join(filter_overrides(trial.overrides)))
+                        results[i] = done
+                    else:
+                        ready.put((i, trial))
+            except BaseException as err:  # a trial whose config cannot be composed: the sweep stops, as Hydra's
+                composing_error.append(err)
+            finally:
+                for _ in slots:
+                    try:
+                        ready.put(None, timeout=1 if stopping.is_set() else None)
+                    except queue.Full:
+                        return
+
+        composing_error: List[BaseException] = []
 
         def run_slot(slot: Dict[str, Any]) -> None:
             while not stopping.is_set():
-                try:
-                    i = todo.get_nowait()
-                except queue.Empty:
+                upcoming = ready.get()
+                if upcoming is None:
                     return
-                trial = planned[i]
+                i, trial = upcoming
                 log.info("#%d started on %s: %s", trial.num, slot["where"], " ".join(filter_overrides(trial.overrides)))
                 job = trials.job(trial, self.hydra_context, self.config, self.task_function,  # type: ignore[arg-type]
                                  singleton_state, slot["placement"])
@@ -165,6 +183,7 @@ class PoolLauncher(Launcher):
 
         threads = [threading.Thread(target=run_slot, args=(slot,), name=f"pool-slot-{n}", daemon=True)
                    for n, slot in enumerate(slots)]
+        threads.append(threading.Thread(target=compose, name="pool-compose", daemon=True))
         for thread in threads:
             thread.start()
         try:
@@ -176,6 +195,8 @@ class PoolLauncher(Launcher):
             for slot in slots:
                 slot["worker"].interrupt()
             raise
+        if composing_error:
+            raise composing_error[0]
         return results  # type: ignore[return-value]
 
 

@@ -67,6 +67,7 @@ class Job:
     cwd: str
     sys_path: List[str]
     placement: Any = None
+    sweep_config: Optional[DictConfig] = None  # composed by the launcher, as hydra-ray-launcher does
 
 
 def sweep_config(hydra_context: HydraContext, config: DictConfig, num: int, overrides: Sequence[str]) -> DictConfig:
@@ -93,7 +94,7 @@ def plan(hydra_context: HydraContext, config: DictConfig, num: int, overrides: S
 def job(trial: Trial, hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction,
         singleton_state: Dict[Any, Any], placement: Any = None) -> Job:
     return Job(trial.num, trial.overrides, str(trial.run_dir), hydra_context, config, task_function,
-               singleton_state, os.getcwd(), list(sys.path), placement)
+               singleton_state, os.getcwd(), list(sys.path), placement, trial.sweep_config)
 
 
 # --- the trial's record --------------------------------------------------------------------------------------
@@ -250,8 +251,14 @@ def execute(job: Job, extra_overrides: Sequence[str] = (), job_file: Optional[st
     Singleton.set_state(job.singleton_state)
     with isolated_process_state(job.cwd, job.sys_path):
         apply_thread_share()
-        cfg = sweep_config(job.hydra_context, job.config, job.num, [*job.overrides, *extra_overrides])
-        with open_dict(cfg):
+        if job.sweep_config is not None and not extra_overrides:
+            cfg = copy.deepcopy(job.sweep_config)
+            with read_write(cfg.hydra), open_dict(cfg.hydra):
+                for key in cfg.hydra.job.env_copy:  # this process's environment, as if composed here
+                    cfg.hydra.job.env_set[key] = os.environ[key]
+        else:
+            cfg = sweep_config(job.hydra_context, job.config, job.num, [*job.overrides, *extra_overrides])
+        with read_write(cfg.hydra), open_dict(cfg):
             if not any(o.startswith("hydra.run.dir=") for o in extra_overrides):
                 cfg.hydra.run.dir = job.run_dir  # this trial's folder, for a process started as "this run"
         HydraConfig.instance().set_config(cfg)
