@@ -214,14 +214,16 @@ def _train(args: Sequence[str]) -> int:
     from cnnlab.sweeps.callback import SweepSummaryCallback
 
     sweep = SweepSummaryCallback.last_summary
-    if sweep is None:  # a single run: it raised SystemExit itself if it failed
-        return 0
+    if sweep is None:
+        if SweepSummaryCallback.last_error is not None:  # -m ran, but no summary could be written
+            print(f"cnnlab train: no sweep summary: {SweepSummaryCallback.last_error}", file=sys.stderr)
+            return 1
+        return 0  # a single run: it raised SystemExit itself if it failed
     print(sweep.sweep_dir / "summary.md")
-    failed = [str(t.run_dir) for t in sweep.failed]
-    if failed:
-        print(f"cnnlab train: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    if sweep.exit_status:
+        print(f"cnnlab train: {sweep.outcome}; not completed: "
+              f"{', '.join(f'{t.run_dir} ({t.status})' for t in sweep.failed)}", file=sys.stderr)
+    return sweep.exit_status
 
 
 def _refuse_sweeps_in_a_single_run(overrides: Sequence[str]) -> None:

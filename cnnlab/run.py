@@ -226,7 +226,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
             if best:  # the weights only: the callbacks keep the state of the finished fit (its history)
                 classifier.load_state_dict(read_checkpoint(best, purpose="testing the best checkpoint")["state_dict"])
             tested = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]
-            record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc")})
+            record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc"),
+                                                           "val/loss_best": history.lowest("val/loss")})
             record.update(**_analyses(cfg, run_dir, classifier, datamodule, best or checkpoints.get("last")))
             record.complete({k: v for k, v in tested.items() if k.startswith("test/")})
             return record.data
@@ -248,7 +249,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
         finally:
             if record.data["status"] != "completed":
                 record.update(best_checkpoint=_best_checkpoint(trainer) or record.data.get("best_checkpoint"),
-                              **{"val/acc_best": history.best("val/acc")})
+                              **{"val/acc_best": history.best("val/acc"),
+                                 "val/loss_best": history.lowest("val/loss")})
             if history.rows or resume_from is None:  # a resume that failed early keeps the history it found
                 record.update(epochs=len(history.rows), history=history.rows)
             record.update(devices=os.environ.get("CUDA_VISIBLE_DEVICES"), torch_threads=torch.get_num_threads())
@@ -257,7 +259,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
                 record.update(wandb_sync=command)
             record.write()
             if is_global_zero():
-                plot_curves(history.rows, run_dir / CURVES_FILE)
+                plot_curves(history.rows, run_dir / CURVES_FILE, title=f"{cfg.model.name} on {cfg.data.name}",
+                            results=record.data)
 
 
 def _analyses(cfg: DictConfig, run_dir: Path, classifier: ImageClassifier, datamodule: ImageDataModule,

@@ -151,8 +151,14 @@ class EpochHistory(pl.Callback):
         self._epoch_images, self._epoch_seconds = state_dict["epoch_images"], state_dict["epoch_seconds"]
 
     def best(self, key: str) -> float | None:
+        """The highest value of ``key`` over the epochs (an accuracy)."""
         values = [r[key] for r in self.rows if key in r and not math.isnan(r[key])]
         return max(values) if values else None
+
+    def lowest(self, key: str) -> float | None:
+        """The lowest value of ``key`` over the epochs (a loss)."""
+        values = [r[key] for r in self.rows if key in r and not math.isnan(r[key])]
+        return min(values) if values else None
 
     @property
     def images_per_second(self) -> float | None:
