@@ -75,21 +75,23 @@ def plot_matrices(path: Path, matrix: Tensor, classes: list[str], title: str) ->
     side = max(4.5, 0.42 * n + 1.5)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.2, side + 0.6))
     annotate = n <= 20
-    for ax, values, label, fmt in ((axes[0], counts, "images", "d"), (axes[1], normalised, "fraction of the true class", ".2f")):
+    for ax, values, label, fmt in ((axes[0], counts, "images", "d"), (axes[1], normalised, "% of the true class", "%")):
         shown = np.log1p(values) if fmt == "d" else values  # counts: a log scale keeps the few errors visible
         image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=shown.max() if fmt == "d" else 1)
         ax.set_xticks(range(n), classes, rotation=90 if max(len(c) for c in classes) > 3 else 0, fontsize=8)
         ax.set_yticks(range(n), classes, fontsize=8)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.set_title("counts" if fmt == "d" else "row-normalised (each row sums to 1)", fontsize=10)
+        ax.set_title("counts" if fmt == "d" else "row-normalised: % of the true class", fontsize=10)
         if annotate:
             threshold = shown.max() * 0.6
             for i in range(n):
                 for j in range(n):
                     if values[i, j] == 0:
                         continue
-                    text = f"{values[i, j]:{fmt}}"
+                    # row-normalised as a percentage: 0.2 % of a class is not "0.00"
+                    digits = 0 if values[i, j] > 0.995 else 1
+                    text = f"{values[i, j]:d}" if fmt == "d" else f"{100 * values[i, j]:.{digits}f}"
                     ax.text(j, i, text, ha="center", va="center", fontsize=7 if n <= 12 else 5,
                             color="white" if shown[i, j] > threshold else "black")
         bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -97,6 +99,8 @@ def plot_matrices(path: Path, matrix: Tensor, classes: list[str], title: str) ->
             ticks = [t for t in (0, 1, 10, 100, 1000, 10000) if t <= counts.max()] or [0]
             bar.set_ticks(np.log1p(ticks), labels=[str(t) for t in ticks])
         bar.set_label(label)
+        if fmt != "d":
+            bar.set_ticks([0, 0.25, 0.5, 0.75, 1], labels=["0", "25", "50", "75", "100"])
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
