@@ -292,3 +292,24 @@ def test_another_primary_config_is_checked_too(tmp_path: Path, victim: Path) -> 
                                     cwd=tmp_path))
     assert f"hydra.callbacks.wipe._target_: builtins.open (set in {primary})" in message
     assert victim.read_text() == "precious\n" and not (tmp_path / "outputs").exists()
+
+
+def test_interpolated_and_logging_targets_are_judged_by_their_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import OmegaConf
+
+    from cnnlab.config.targets import TargetNotAllowed, check_targets
+
+    monkeypatch.setenv("EVIL_TARGET", "shutil.copyfile")
+    interpolated = OmegaConf.create({"callbacks": {"x": {"_target_": "${oc.env:EVIL_TARGET}"}}})
+    with pytest.raises(TargetNotAllowed, match=r"callbacks.x._target_: shutil.copyfile"):
+        check_targets(interpolated)
+    handler = OmegaConf.create({"hydra": {"job_logging": {"handlers": {"h": {"class": "shutil.copyfile"}}}}})
+    with pytest.raises(TargetNotAllowed, match=r"hydra.job_logging.handlers.h.class: shutil.copyfile"):
+        check_targets(handler)
+    check_targets(OmegaConf.create({"hydra": {"job_logging": {"handlers": {"h": {"class": "logging.FileHandler"}}}}}))
+    in_a_list = OmegaConf.create({"callbacks": {"x": {"_target_": "cnnlab.training.callbacks.ProgressBar",
+                                                      "args": [{"_target_": "os.remove", "path": "x"}]}}})
+    with pytest.raises(TargetNotAllowed, match=r"callbacks.x.args\[0\]._target_: os.remove"):
+        check_targets(in_a_list)
+    monkeypatch.setenv("CNNLAB_ALLOWED_TARGETS", "shutil.copyfile")
+    check_targets(interpolated)
