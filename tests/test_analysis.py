@@ -194,3 +194,13 @@ def test_lenet5_mnist_features_close_to_the_head(tmp_path: Path) -> None:
     assert results["analysis/features/knn_acc"] > 0.9
     assert results["analysis/features/dino_knn_acc"] > 0.9
     assert results["analysis/confusion/acc"] == pytest.approx(results["test/acc"], abs=1e-6)
+
+
+def test_features_of_the_pretrained_network(digits_run: Path) -> None:
+    """network=pretrained analyses model.weights (here a run folder: the run itself), not the trained checkpoint."""
+    result = _analyze(digits_run, "analysis=[features]", "analysis.features.network=pretrained",
+                      f"model.weights={digits_run}", "analysis.features.classifiers=[knn]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = results_of(digits_run)
+    assert results["analysis/features/head_acc"] == pytest.approx(results["test/acc"], abs=1e-6)
+    assert json.loads((digits_run / "analysis" / "features" / "features.json").read_text())["network"] == "pretrained"

@@ -118,6 +118,21 @@ PLANS: dict[str, Run | NotHere] = {
     "cnnlab summary experiment=lecun1989_net5": Run(extra=(), says="lecun1989"),
     "cnnlab summary model=vgg model.depth=16 data=imagenet data.root=/data/imagenet": Run(
         extra=(), says="138,357,544"),
+    # Studying a trained network (cnnlab analyze, conf/analysis/, tests/test_analysis.py)
+    "cnnlab analyze outputs/2026-01-01/12-00-00_123 analysis=[features] analysis.features.pca=0.95": Run(
+        extra=(), says="analysis/features/pca_variance"),
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[features,confusion]": Run(
+        extra=(), says="analysis/confusion/macro_f1"),
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[features] analysis.features.layers=[features.0,classifier.1] "
+    "analysis.features.pca=0.95": Run(extra=(), says="analysis/features/classifier.1/linear_svm_acc"),
+    "cnnlab train experiment=lenet5_mnist analysis=[features,confusion]": Run(
+        extra=(*SHORT, *MNIST, "analysis.features.max_train=5000"), needs_mnist=True, slow=True),
+    "cnnlab train experiment=transfer_pretrain data.root=../shared/data": Run(extra=(*SHORT, *MNIST),
+                                                                              needs_mnist=True, slow=True),
+    'cnnlab train -m experiment=transfer_finetune model.weights=RUN,null "model.freeze=[],conv,lower_conv" '
+    "data.train_per_class=5,10,20,50 hydra.sweep.dir=outputs/transfer": NotHere(
+        "needs the run folder of experiment=transfer_pretrain (RUN) and 24 trials; tests/test_finetune.py trains the "
+        "presets and loads weights from a run folder, tests/test_analysis.py runs features with network=pretrained"),
 }
 
 

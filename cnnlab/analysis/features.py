@@ -29,6 +29,7 @@ from cnnlab.errors import ConfigError
 
 CACHE_FILE = "features.npz"
 DEFAULT_LAYER = "penultimate"
+MAX_POINTS = 3000  # test images drawn in the 2-D projection
 
 
 # --- layers ------------------------------------------------------------------------------------------------------
@@ -278,6 +279,10 @@ def plot_projection(path: Path, projected: np.ndarray, labels: np.ndarray, class
                     variance: np.ndarray) -> Path:
     """The test features on their first two principal components, a colour per class."""
     plt = _pyplot()
+    if len(labels) > MAX_POINTS:  # a readable cloud (and a small file): a fixed random sample of the points
+        keep = np.sort(np.random.default_rng(0).permutation(len(labels))[:MAX_POINTS])
+        title += f" ({MAX_POINTS:,} of {len(labels):,} shown)"
+        projected, labels = projected[keep], labels[keep]
     fig, ax = plt.subplots(figsize=(7.5, 6))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for c, name in enumerate(classes):
