@@ -252,7 +252,7 @@ def execute(job: Job, extra_overrides: Sequence[str] = (), job_file: Optional[st
     with isolated_process_state(job.cwd, job.sys_path):
         apply_thread_share()
         if job.sweep_config is not None and not extra_overrides:
-            cfg = copy.deepcopy(job.sweep_config)
+            cfg = job.sweep_config  # this process's own copy: the job was unpickled here
             with read_write(cfg.hydra), open_dict(cfg.hydra):
                 for key in cfg.hydra.job.env_copy:  # this process's environment, as if composed here
                     cfg.hydra.job.env_set[key] = os.environ[key]
@@ -265,14 +265,15 @@ def execute(job: Job, extra_overrides: Sequence[str] = (), job_file: Optional[st
         in_run_dir = any(o.startswith("hydra.run.dir=") for o in extra_overrides)
         if record:
             record_start(job)
-        ret: Optional[JobReturn] = None
         try:
             with command_line_of(job_file):
                 ret = run_job(hydra_context=job.hydra_context, config=cfg, task_function=job.task_function,
                               job_dir_key="hydra.run.dir" if in_run_dir else "hydra.sweep.dir",
                               job_subdir_key=None if in_run_dir else "hydra.sweep.subdir")
-            return ret
-        finally:
+        except BaseException as err:  # SystemExit, KeyboardInterrupt: not a job's failure, a stop of the process
             if record:
-                record_end(Path(job.run_dir), ret if ret is not None else failed_return(
-                    job, RuntimeError(f"the trial stopped: {sys.exc_info()[1]!r}")))
+                record_end(Path(job.run_dir), failed_return(job, RuntimeError(f"the trial stopped: {err!r}")))
+            raise
+        if record:
+            record_end(Path(job.run_dir), ret)
+        return ret
