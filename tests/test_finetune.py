@@ -76,3 +76,27 @@ def test_weights_from_a_run_folder_take_its_best_checkpoint(trained_digits_run: 
     assert all(torch.equal(v, stored[f"model.{k}"]) for k, v in net.state_dict().items())
     with pytest.raises(ConfigError, match="folder without a checkpoint"):
         build_model(compose_config([f"model.weights={trained_digits_run / '.hydra'}"]))
+
+
+def test_transfer_table_and_plot_from_a_sweep(tmp_path: Path) -> None:
+    """benchmarks/transfer.py reads the trials' results.json only: one line per strategy, one column per budget."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import transfer
+
+    trials = [("RUN", "[]", 5, 0.9), ("RUN", "conv", 5, 0.8), ("RUN", "lower_conv", 5, 0.85), ("null", "[]", 5, 0.6),
+              ("RUN", "[]", 10, 0.95), ("null", "[]", 10, 0.7)]
+    for n, (weights, freeze, budget, acc) in enumerate(trials):
+        (tmp_path / str(n)).mkdir()
+        results = {"status": "completed", "test/acc": acc, "analysis/features/linear_svm_acc": acc - 0.05,
+                   "overrides": ["experiment=transfer_finetune", f"model.weights={weights}", f"model.freeze={freeze}",
+                                 f"data.train_per_class={budget}"]}
+        (tmp_path / str(n) / "results.json").write_text(json.dumps(results))
+    assert transfer.main([str(tmp_path)]) == 0
+    table = (tmp_path / "transfer.md").read_text()
+    assert "| from scratch | 0.6000 | 0.7000 |" in table
+    assert "| full fine-tuning | 0.9000 | 0.9500 |" in table
+    assert "| pre-trained features + linear SVM | 0.8500 | 0.9000 |" in table
+    assert (tmp_path / "transfer.png").stat().st_size > 10_000
