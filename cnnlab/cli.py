@@ -398,4 +398,8 @@ def _exit_without_teardown(status: int) -> NoReturn:
 
 
 def entry_point() -> None:
-    _exit_without_teardown(main())
+    try:
+        status = main()
+    except SystemExit as stop:  # a run that stopped (Ctrl-C, a failed single run) exits as quickly as one that ended
+        status = stop.code if isinstance(stop.code, int) else 1
+    _exit_without_teardown(status)
