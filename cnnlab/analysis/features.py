@@ -131,10 +131,13 @@ def features_of(context: AnalysisContext, layers: Mapping[str, tuple[str, str]],
     path = context.out_dir / CACHE_FILE
     key = _cache_key(context, layers, options)
     if path.is_file():
-        with np.load(path) as cached:
-            if str(cached["key"]) == key:
-                return {split: {name.split("/", 1)[1]: cached[name] for name in cached.files
-                                if name.startswith(split + "/")} for split in ("train", "test")}, True
+        try:
+            with np.load(path) as cached:
+                if "key" in cached.files and str(cached["key"]) == key:
+                    return {split: {name.split("/", 1)[1]: cached[name] for name in cached.files
+                                    if name.startswith(split + "/")} for split in ("train", "test")}, True
+        except (OSError, ValueError, EOFError):  # a damaged cache is extracted again
+            pass
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for split, limit in (("train", options.get("max_train")), ("test", options.get("max_test"))):
         indices = context.subset(split, limit)
