@@ -201,7 +201,7 @@ def _wait_for_running_trials(sweep_dir: Path, count: int, proc: subprocess.Popen
     raise AssertionError(f"{count} trials never ran at once")
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+@pytest.mark.parametrize("how", ["ctrl-c", "kill", "trials-interrupted"])
 def test_stopping_a_pool_sweep_leaves_no_worker_behind(tmp_path: Path, how: str) -> None:
     import signal
     import time
@@ -215,9 +215,14 @@ def test_stopping_a_pool_sweep_leaves_no_worker_behind(tmp_path: Path, how: str)
         workers = _wait_for_running_trials(tmp_path / "sweep", 2, proc)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
-        else:
+        elif how == "kill":
             os.kill(proc.pid, signal.SIGKILL)  # the sweep alone, killed outright
+        else:  # the trials stop (KeyboardInterrupt in the task), the sweep's own process gets no signal
+            for pid in workers:
+                os.kill(pid, signal.SIGINT)
         proc.wait(timeout=30)
+        if how != "kill":
+            assert proc.returncode != 0
         deadline = time.time() + 15
         while time.time() < deadline and not all(map(_gone, workers)):
             time.sleep(0.2)

@@ -59,6 +59,15 @@ def _describe_exit(code: Optional[int]) -> str:
     return f"exited with code {code}"
 
 
+class TrialStopped(BaseException):
+    """The trial's process was asked to stop (its task raised ``SystemExit`` or ``KeyboardInterrupt``, as on
+    Ctrl-C): the sweep stops too, as it would with Hydra's basic launcher, which runs jobs in its own process."""
+
+    def __init__(self, ret: JobReturn, exit_code: Any) -> None:
+        super().__init__(f"trial stopped ({'KeyboardInterrupt' if exit_code is None else f'exit {exit_code}'})")
+        self.ret, self.exit_code = ret, exit_code  # exit_code None: KeyboardInterrupt
+
+
 # --- the launcher's side -------------------------------------------------------------------------------------
 
 
@@ -109,6 +118,8 @@ class Worker:
                 f"the slot's next trial gets a fresh worker"))
         if reply.get("retire"):  # the trial left state behind that the next one must not inherit
             self.stop()
+        if reply.get("stopped"):
+            raise TrialStopped(reply["ret"], reply.get("exit_code"))
         return reply["ret"]
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -127,12 +138,9 @@ class Worker:
     def interrupt(self) -> None:
         """After Ctrl-C: give a busy trial time to stop by itself (it got the terminal's SIGINT too), then ask it
         (SIGINT), then kill it. No worker outlives the sweep."""
-        proc = self.proc
+        proc = self.proc  # the slot's thread, waiting for this worker's reply, sees it end and cleans up
         if proc is None:
             return
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
         for sig, wait in ((None, STOP_GRACE_S), (signal.SIGINT, KILL_AFTER_S), (signal.SIGKILL, None)):
             if proc.poll() is not None:
                 break
@@ -142,7 +150,6 @@ class Worker:
                 proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 continue
-        self.proc = None
 
 
 def stop_all(workers: List[Worker]) -> None:
@@ -179,14 +186,14 @@ def _distributed_left_behind() -> bool:
         return True
 
 
-def _reply(ret: JobReturn, retire: bool) -> bytes:
+def _reply(ret: JobReturn, retire: bool, **more: Any) -> bytes:
     try:
-        return _dumps({"ret": ret, "retire": retire})
+        return _dumps({"ret": ret, "retire": retire, **more})
     except Exception as err:  # a return value that cannot travel: the trial ran, its value is lost
         value = ret._return_value
         ret._return_value = RuntimeError(f"the trial's return value could not be sent back ({err}): {value!r}"[:2000])
         ret.status = JobStatus.FAILED
-        return _dumps({"ret": ret, "retire": retire})
+        return _dumps({"ret": ret, "retire": retire, **more})
 
 
 def _exit_now() -> None:
@@ -222,17 +229,17 @@ def serve(fd: int) -> int:
             job: trials.Job = pickle.loads(data)
             job_file = scratch / f"job-{job.num}.pkl"
             job_file.write_bytes(data)
-            stop = False
+            stop: Dict[str, Any] = {}
             try:
                 ret = trials.execute(job, job_file=str(job_file))
             except BaseException as err:  # SystemExit, KeyboardInterrupt: the trial stopped, and so does the worker
                 ret = trials.failed_return(job, RuntimeError(f"trial #{job.num} in {job.run_dir} stopped: {err!r}"))
-                stop = True
+                stop = {"stopped": True, "exit_code": err.code if isinstance(err, SystemExit) else None}
             finally:
                 job_file.unlink(missing_ok=True)
-            retire = stop or _distributed_left_behind()
+            retire = bool(stop) or _distributed_left_behind()
             try:
-                conn.send_bytes(_reply(ret, retire))
+                conn.send_bytes(_reply(ret, retire, **stop))
             except (OSError, KeyboardInterrupt):
                 return 1
             if retire:

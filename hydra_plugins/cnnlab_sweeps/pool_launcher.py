@@ -135,6 +135,16 @@ class PoolLauncher(Launcher):
         # Trials composed ahead of the slots (Hydra's config loading is not for concurrent use: one thread does it)
         # while the running ones train, so that a freed slot starts its next trial at once.
         ready: "queue.Queue[Optional[Tuple[int, trials.Trial]]]" = queue.Queue(maxsize=len(slots))
+        stops: List[_worker.TrialStopped] = []
+
+        def hand_over(item: Optional[Tuple[int, trials.Trial]]) -> bool:
+            while True:
+                try:
+                    ready.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    if stopping.is_set():
+                        return False
 
         def compose() -> None:
             try:
@@ -148,15 +158,13 @@ class PoolLauncher(Launcher):
                         log.info("#%d already completed, skipped: %s", trial.num,
                                  " ".join(filter_overrides(trial.overrides)))
                         results[i] = done
-                    else:
-                        ready.put((i, trial))
+                    elif not hand_over((i, trial)):
+                        return
             except BaseException as err:  # a trial whose config cannot be composed: the sweep stops, as Hydra's
                 composing_error.append(err)
             finally:
                 for _ in slots:
-                    try:
-                        ready.put(None, timeout=1 if stopping.is_set() else None)
-                    except queue.Full:
+                    if not hand_over(None):
                         return
 
         composing_error: List[BaseException] = []
@@ -172,6 +180,10 @@ class PoolLauncher(Launcher):
                                  singleton_state, slot["placement"])
                 try:
                     ret = slot["worker"].run(job)
+                except _worker.TrialStopped as stopped:  # no new trials; the sweep stops once the others have
+                    ret = stopped.ret
+                    stops.append(stopped)
+                    stopping.set()
                 except BaseException as err:  # the job could not be handed over (it does not pickle, say)
                     ret = trials.failed_return(trial, err)
                 if isinstance(ret._return_value, trials.TrialProcessDied):
@@ -187,14 +199,25 @@ class PoolLauncher(Launcher):
         for thread in threads:
             thread.start()
         try:
+            deadline: Optional[float] = None
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.5)
+                    if stops and deadline is None:
+                        deadline = time.time() + _worker.STOP_GRACE_S
+                    elif deadline is not None and time.time() > deadline:  # the other trials did not stop
+                        for slot in slots:
+                            slot["worker"].interrupt()
+                        deadline = float("inf")
         except BaseException:  # Ctrl-C: no new trials, running ones stop, no worker outlives the sweep
             stopping.set()
             for slot in slots:
                 slot["worker"].interrupt()
             raise
+        if stops:
+            code = stops[0].exit_code
+            log.error("Sweep stopped: %s", stops[0].ret._return_value)
+            raise KeyboardInterrupt() if code is None else SystemExit(code)
         if composing_error:
             raise composing_error[0]
         return results  # type: ignore[return-value]
