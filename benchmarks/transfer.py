@@ -11,7 +11,7 @@ from scratch (no weights, nothing frozen), full fine-tuning, frozen conv layers 
 frozen lower conv layers, and the feature-extraction route (the pre-trained network's penultimate features, no
 fine-tuning, classified by a linear SVM, 1-NN and DINO's weighted k-NN fitted on the same few labels: the
 ``features`` analysis with ``network=pretrained``). Random frozen conv layers (no weights, ``freeze=conv``) are kept
-as a baseline.
+as a baseline (in the table, not in the plot).
 """
 
 from __future__ import annotations
@@ -87,10 +87,12 @@ def write(table: dict[str, dict[int, float]], sweep_dir: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in names:
+        if "baseline" in name:  # in the table; far below the others, they would squash the plot
+            continue
         points = sorted(table[name].items())
-        dashed = name.startswith("pre-trained features") or "baseline" in name
+        dashed = name.startswith("pre-trained features")
         ax.plot([p for p, _ in points], [a for _, a in points], "--" if dashed else "-", marker="o", markersize=4,
-                label=name, alpha=0.6 if "baseline" in name else 1)
+                label=name)
     ax.set_xscale("log")
     ax.set_xticks(budgets, [str(b) for b in budgets])
     ax.minorticks_off()

@@ -167,7 +167,9 @@ def freeze(net: nn.Module, prefixes: Sequence[str], example: torch.Tensor | None
         if prefix in FREEZE_PRESETS:
             if example is None:
                 raise ValueError(f"model.freeze={prefix} needs an example input to find the conv stages")
-            resolved += [f"{part}." for part in preset_parts(net, prefix, example)]
+            parts = preset_parts(net, prefix, example)
+            log.info("model.freeze=%s: %s", prefix, ", ".join(parts))
+            resolved += [f"{part}." for part in parts]
             continue
         if not any(name.startswith(prefix) for name in names):
             tops = sorted({name.split(".")[0] for name in names})
