@@ -249,3 +249,18 @@ def test_ddp_trains_inside_a_pool_trial(tmp_path: Path) -> None:
         assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_ddp_process_1.log").read_text()
         assert record(run_dir)["status"] == "COMPLETED"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no stray run folder from rank 1
+
+
+@pytest.mark.slow
+def test_ddp_trains_inside_a_ray_trial(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", "launcher=ray", "hydra.launcher.num_cpus=2", "hydra.launcher.cpus_per_trial=2",
+                     "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.precision=32-true",
+                     *QUICK, "trainer.max_epochs=1", "model=linear", "seed=1", f"hydra.sweep.dir={sweep_dir}",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = sweep_dir / "0"
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_ddp_process_1.log").read_text()
+    assert record(run_dir)["status"] == "COMPLETED" and record(run_dir)["placement"]["threads"] == 2
