@@ -48,8 +48,10 @@ def old_launcher(rev: str, into: Path) -> Path:
         text = subprocess.run(["git", "show", f"{rev}:hydra_plugins/cnnlab_sweeps/{name}"], cwd=REPO,
                               capture_output=True, text=True, check=True).stdout
         if name == "pool_launcher.py":  # accept (and ignore) the key this checkout's conf/launcher/pool.yaml sets
-            text = text.replace("    resume: bool = True\n", "    resume: bool = True\n    completed_if: Any = None\n", 1)
-            text = text.replace("resume: bool = True) -> None:", "resume: bool = True, completed_if: Any = None) -> None:")
+            text = text.replace("    resume: bool = True\n",
+                                "    resume: bool = True\n    completed_if: Any = None\n", 1)
+            text = text.replace("resume: bool = True) -> None:",
+                                "resume: bool = True, completed_if: Any = None) -> None:")
         (package / name).write_text(text)
     shutil.copy(REPO / "hydra_plugins" / "cnnlab_sweeps" / "optuna_sweeper.py", package)
     return into
@@ -111,9 +113,9 @@ def main() -> None:
     print(f"{'launcher':<8} {'wall s':>7} {'train':>6} {'amortized':>10} {'/ after':>8} {'steady':>7} {'/ after':>8} "
           f"{'/ 1 s target':>13}")
     for name, m in measured.items():
-        print(f"{name:<8} {m['wall_s']:>7.1f} {m['train_s']:>6.2f} {m['overhead_s']:>10.2f} {m['overhead_s'] / after:>8.2f} "
-              f"{m['steady_overhead_s']:>7.2f} {m['steady_overhead_s'] / steady_after:>8.2f} "
-              f"{m['steady_overhead_s'] / TARGET_S:>13.2f}")
+        print(f"{name:<8} {m['wall_s']:>7.1f} {m['train_s']:>6.2f} {m['overhead_s']:>10.2f} "
+              f"{m['overhead_s'] / after:>8.2f} {m['steady_overhead_s']:>7.2f} "
+              f"{m['steady_overhead_s'] / steady_after:>8.2f} {m['steady_overhead_s'] / TARGET_S:>13.2f}")
     print(json.dumps({name: {k: round(v, 3) for k, v in m.items()} for name, m in measured.items()}))
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
-from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite  # fixtures: hydra.extra.pytest_plugin
+# their fixtures (hydra_sweep_runner, hydra_restore_singletons) come with hydra-core's pytest plugin
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
 
 from conftest import QUICK, run_cli
@@ -208,7 +209,8 @@ def test_stopping_a_pool_sweep_leaves_no_worker_behind(tmp_path: Path, how: str)
 
     (tmp_path / "app.py").write_text(APP)
     proc = subprocess.Popen([sys.executable, "app.py", "-m", "hydra/launcher=pool", "hydra.launcher.gpus=[]",
-                             "hydra.launcher.slots=2", "+sleep=600", "+n=1,2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                             "hydra.launcher.slots=2", "+sleep=600", "+n=1,2,3",
+                             f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

@@ -72,7 +72,8 @@ def run_on_ray_node(payload: bytes, cpus: float) -> JobReturn:
 
 class RayLauncher(Launcher):
     def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None, gpus_per_trial: float = 0,
-                 cpus_per_trial: float = 1, resume: bool = False, completed_if: Optional[Dict[str, Any]] = None) -> None:
+                 cpus_per_trial: float = 1, resume: bool = False,
+                 completed_if: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         self.address, self.num_cpus = address, num_cpus
         self.gpus_per_trial, self.cpus_per_trial, self.resume = gpus_per_trial, cpus_per_trial, resume
