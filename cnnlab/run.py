@@ -228,7 +228,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
             tested = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]
             record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc"),
                                                            "val/loss_best": history.lowest("val/loss")})
-            record.update(**_analyses(cfg, run_dir, classifier, datamodule, best or checkpoints.get("last")))
+            record.update(**_analyses(cfg, run_dir, classifier, datamodule, best or checkpoints.get("last"), loggers))
             record.complete({k: v for k, v in tested.items() if k.startswith("test/")})
             return record.data
         except RunInterrupted as err:
@@ -264,17 +264,20 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
 
 
 def _analyses(cfg: DictConfig, run_dir: Path, classifier: ImageClassifier, datamodule: ImageDataModule,
-              checkpoint: str | None) -> dict[str, Any]:
+              checkpoint: str | None, loggers: Sequence[Any] = ()) -> dict[str, Any]:
     """The analyses the config lists (``analysis=[features,...]``, ``cnnlab.analysis``) on the tested network: their
-    headline numbers for results.json. One that fails is logged and recorded, not fatal: the run itself is done,
-    and ``cnnlab analyze`` can run it again."""
+    headline numbers for results.json (and their images for W&B). One that fails is logged and recorded, not fatal:
+    the run itself is done, and ``cnnlab analyze`` can run it again."""
     names = list(cfg.get("analysis") or {})
     if not names or not is_global_zero():
         return {}
-    from cnnlab.analysis.common import run_analyses
+    from cnnlab.analysis.common import log_to_wandb, run_analyses
 
     try:
-        return run_analyses(cfg, run_dir, names, checkpoint=checkpoint, net=classifier.model, datamodule=datamodule)
+        headline = run_analyses(cfg, run_dir, names, checkpoint=checkpoint, net=classifier.model,
+                                datamodule=datamodule)
+        log_to_wandb(loggers, run_dir, names, headline)
+        return headline
     except Exception as err:  # noqa: BLE001 - reported, and the run's outcome stands
         message = getattr(err, "user_message", None) or f"{type(err).__name__}: {err}"
         log.error("analysis failed (%s); run it again with: cnnlab analyze %s analysis=[%s]", message, run_dir,

@@ -204,3 +204,15 @@ def test_features_of_the_pretrained_network(digits_run: Path) -> None:
     results = results_of(digits_run)
     assert results["analysis/features/head_acc"] == pytest.approx(results["test/acc"], abs=1e-6)
     assert json.loads((digits_run / "analysis" / "features" / "features.json").read_text())["network"] == "pretrained"
+
+
+def test_analyses_at_the_end_of_training_reach_results_and_wandb(tmp_path: Path) -> None:
+    result = run_cli("train", "trainer.max_epochs=1", "trainer.enable_model_summary=false", "logger=[csv,wandb]",
+                     "analysis=[confusion]", cwd=tmp_path, env={"WANDB_MODE": "offline", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = run_dir_of(result)
+    results = results_of(run_dir)
+    assert results["status"] == "completed"
+    assert results["analysis/confusion/acc"] == pytest.approx(results["test/acc"], abs=1e-6)
+    logged = {p.name.split("_")[0] for p in run_dir.glob("wandb/*/files/media/images/analysis/confusion/*.png")}
+    assert {"confusion", "misclassified", "per"} <= logged

@@ -217,3 +217,23 @@ def analyze_run(run_dir: Path, cfg: DictConfig, names: Sequence[str], checkpoint
     headline = run_analyses(cfg, run_dir, names, checkpoint=checkpoint)
     merge_into_results(run_dir, headline)
     return headline
+
+
+def log_to_wandb(loggers: Sequence[Any], run_dir: Path, names: Sequence[str], headline: Mapping[str, Any]) -> None:
+    """At the end of training with ``logger=[...,wandb]``: each analysis's PNGs as images (``analysis/<name>/<png>``)
+    and its headline numbers in the W&B run's summary, beside the test metrics."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb
+
+        run = logger.experiment
+        images = {f"analysis/{name}/{png.stem}": wandb.Image(str(png))
+                  for name in names for png in sorted((run_dir / ANALYSIS_DIR / name).glob("*.png"))}
+        if images:
+            run.log(images)
+        for key, value in headline.items():
+            if isinstance(value, (int, float)):
+                run.summary[key] = value
