@@ -234,8 +234,12 @@ def evaluate_layer(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray
     limit = options.get("fit_max_train")
     if limit is not None and limit < len(x_train):
         fit_rows = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:limit])
+    from tqdm.auto import tqdm
+
     results: dict[str, Any] = {}
-    for name in options.get("classifiers", []):
+    bar = tqdm(options.get("classifiers", []), desc="features: classifiers", leave=False, unit="classifier")
+    for name in bar:
+        bar.set_postfix_str(name)
         started = time.perf_counter()
         if name == "dino_knn":  # on the features themselves, all of the training split, as DINO evaluates them
             scores_t = weighted_knn(torch.as_tensor(train).to(device), torch.as_tensor(train_labels).to(device),
