@@ -42,7 +42,8 @@ def network_for_analysis(cfg: DictConfig, num_classes: int, checkpoint: str | Pa
                          pretrained: bool = False) -> nn.Module:
     """The run's network in eval mode: with ``checkpoint``'s weights, or (``pretrained``) with the weights the run
     started from (``model.weights``). Nothing is frozen or compiled: analyses hook into the plain module."""
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    # only what the model needs: the rest may hold ${hydra:...} values that resolve only inside a Hydra job
+    cfg = OmegaConf.create({key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "data")})
     with open_dict(cfg):
         cfg.data.num_classes = num_classes
         cfg.model.freeze = []
