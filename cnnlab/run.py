@@ -193,6 +193,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
             datamodule.setup("fit")
             record.data["provenance"]["data"] = dataset_fingerprint(OmegaConf.to_container(cfg.data, resolve=True))
             classifier = build_classifier(cfg, datamodule, store_config=True)
+            if cfg.get("analysis"):  # analysis=[...]: a wrong layer name fails now, not after training
+                from cnnlab.analysis.common import check_analyses
+
+                check_analyses(cfg, classifier.model)
             record.update(params=sum(p.numel() for p in classifier.model.parameters()))
             loggers = build_loggers(cfg.logger, run_name(overrides) or run_dir.name, run_dir=run_dir,
                                     resume_step=_global_step(resume_from), wandb_id=(previous or {}).get("wandb_id"))

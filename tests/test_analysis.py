@@ -216,3 +216,11 @@ def test_analyses_at_the_end_of_training_reach_results_and_wandb(tmp_path: Path)
     assert results["analysis/confusion/acc"] == pytest.approx(results["test/acc"], abs=1e-6)
     logged = {p.name.split("_")[0] for p in run_dir.glob("wandb/*/files/media/images/analysis/confusion/*.png")}
     assert {"confusion", "misclassified", "per"} <= logged
+
+
+def test_a_wrong_layer_fails_before_training(tmp_path: Path) -> None:
+    result = run_cli("train", "analysis=[features]", "analysis.features.layers=[features.99]", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no layer features.99" in result.stderr and "classifier.4" in result.stderr
+    results = results_of(run_dir_of(result))
+    assert results["status"] == "failed" and not results.get("history")

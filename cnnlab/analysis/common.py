@@ -156,6 +156,15 @@ def write_json(path: Path, data: Any) -> None:
     write_json_atomically(path, data)
 
 
+def check_analyses(cfg: DictConfig, net: nn.Module) -> None:
+    """The checks of the analyses ``cfg`` lists that need the built network (layer names), run before training so
+    that a wrong name fails in seconds rather than after the run."""
+    for name in cfg.get("analysis") or {}:
+        module = importlib.import_module(ANALYSES[name])
+        if hasattr(module, "check"):
+            module.check(net, OmegaConf.to_container(cfg.analysis[name], resolve=True))
+
+
 def run_analyses(cfg: DictConfig, run_dir: str | Path, names: Sequence[str], checkpoint: str | None = None,
                  net: nn.Module | None = None, datamodule: ImageDataModule | None = None) -> dict[str, float]:
     """Run the analyses ``names`` (options from ``cfg.analysis``) on the run in ``run_dir`` and return their

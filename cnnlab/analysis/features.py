@@ -71,6 +71,14 @@ def resolve_layers(net: nn.Module, requested: list[str] | None, example: Tensor)
     return {name: (name, "output") for name in requested}
 
 
+def check(net: nn.Module, options: Mapping[str, Any]) -> None:
+    """What can be checked before training: the layer names exist in ``net``."""
+    if options.get("layers"):
+        modules = dict(net.named_modules())
+        if any(name not in modules or not name for name in options["layers"]):
+            resolve_layers(net, list(options["layers"]), torch.zeros(0))  # raises, listing the valid names
+
+
 def _pooled(value: Any) -> Tensor:
     """A layer's activation as one row per image: conv maps global-average-pooled, anything else flattened.
     Always a copy (a later in-place ReLU must not change it)."""
