@@ -296,7 +296,7 @@ def plot_projection(path: Path, projected: np.ndarray, labels: np.ndarray, class
     plt = _pyplot()
     if len(labels) > MAX_POINTS:  # a readable cloud (and a small file): a fixed random sample of the points
         keep = np.sort(np.random.default_rng(0).permutation(len(labels))[:MAX_POINTS])
-        title += f" ({MAX_POINTS:,} of {len(labels):,} shown)"
+        title += f" ({MAX_POINTS:,} of {len(labels):,} images shown)"
         projected, labels = projected[keep], labels[keep]
     fig, ax = plt.subplots(figsize=(7.5, 6))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
@@ -407,7 +407,8 @@ def run(context: AnalysisContext, options: Mapping[str, Any]) -> dict[str, float
             projected = full.transform(scaled)[:, :2]
             figures.append(plot_projection(
                 context.out_dir / f"pca_2d_{slug}.png", projected, test["labels"], context.classes,
-                f"{context.title}: test features ({described}, {train[key].shape[1]}-d) on 2 principal components",
+                f"{context.title}: test features ({described}, {train[key].shape[1]}-d)\non the first two principal "
+                f"components of the training features",
                 full.explained_variance_ratio_))
         fraction = options.get("pca") if isinstance(options.get("pca"), float) else None
         figures.append(plot_variance(
