@@ -266,3 +266,21 @@ def test_ddp_trains_inside_a_ray_trial(tmp_path: Path) -> None:
     assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_ddp_process_1.log").read_text()
     assert record(run_dir)["status"] == "COMPLETED" and record(run_dir)["placement"]["threads"] == 2
+
+
+@pytest.mark.slow
+def test_rerunning_a_ray_sweep_returns_the_completed_trials_stored_results(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    (tmp_path / "app.py").write_text(APP)
+    command = [sys.executable, "app.py", "-m", "hydra/launcher=cnnlab_ray", "hydra.launcher.num_cpus=2",
+               "hydra.launcher.resume=true", "+n=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = [record(tmp_path / "sweep" / str(n)) for n in (0, 1)]
+    assert [r["placement"]["gpus"] for r in before] == [[], []] and all(r["placement"]["node"] for r in before)
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "#0 already completed, skipped" in log and "#1 already completed, skipped" in log
+    assert "Started a local Ray instance" not in log  # nothing to run: no Ray
+    assert [record(tmp_path / "sweep" / str(n)) for n in (0, 1)] == before

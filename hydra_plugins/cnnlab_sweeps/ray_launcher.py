@@ -108,8 +108,7 @@ class RayLauncher(Launcher):
                    for i, o in enumerate(job_overrides)]
         results: List[Optional[JobReturn]] = [None] * len(planned)
         pending: Dict[Any, int] = {}
-        self._start_ray()
-        remote = ray.remote(num_gpus=self.gpus_per_trial, num_cpus=self.cpus_per_trial)(run_on_ray_node)
+        remote = None
         singleton_state = Singleton.get_state()
         log.info("Ray launcher: %d trials, sweep output dir: %s", len(planned), sweep_dir)
         for i, trial in enumerate(planned):
@@ -118,6 +117,9 @@ class RayLauncher(Launcher):
                 log.info("#%d already completed, skipped: %s", trial.num, " ".join(filter_overrides(trial.overrides)))
                 results[i] = done
                 continue
+            if remote is None:  # Ray starts only when there is a trial to run
+                self._start_ray()
+                remote = ray.remote(num_gpus=self.gpus_per_trial, num_cpus=self.cpus_per_trial)(run_on_ray_node)
             job = trials.job(trial, self.hydra_context, self.config, self.task_function, singleton_state)
             log.info("#%d submitted to Ray: %s", trial.num, " ".join(filter_overrides(trial.overrides)))
             pending[remote.remote(cloudpickle.dumps(job), self.cpus_per_trial)] = i
