@@ -224,3 +224,18 @@ def test_a_wrong_layer_fails_before_training(tmp_path: Path) -> None:
     assert "no layer features.99" in result.stderr and "classifier.4" in result.stderr
     results = results_of(run_dir_of(result))
     assert results["status"] == "failed" and not results.get("history")
+
+
+def test_analyses_read_the_per_sample_loader_pipeline_too(tmp_path: Path) -> None:
+    from cnnlab import build_datamodule, build_model, compose_config
+    from cnnlab.analysis.common import run_analyses
+
+    cfg = compose_config(["data.pipeline=loader", "analysis=[features,confusion]", "analysis.features.max_train=100",
+                          "analysis.features.max_test=50", "analysis.features.classifiers=[knn]"])
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    headline = run_analyses(cfg, tmp_path, ["features", "confusion"], net=build_model(cfg), datamodule=datamodule)
+    report = json.loads((tmp_path / "analysis" / "confusion" / "confusion.json").read_text())
+    assert sum(map(sum, report["matrix"])) == 360
+    assert headline["analysis/confusion/acc"] == report["acc"]
+    assert json.loads((tmp_path / "analysis" / "features" / "features.json").read_text())["train_images"] == 100
