@@ -31,7 +31,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.root must be set for the {data.name} dataset: add data.root=/path/to/{data.name} to the command."
         )
-    check_section("", {"seed": cfg.get("seed")}, rules.ROOT)
+    check_section("", _known_now(cfg, ["seed"]), rules.ROOT)
     _check_data(_plain(cfg, "data"))
     _check_augmentation(_plain(cfg, "augmentation"))
     _check_model(_plain(cfg, "model"), image_size=data.image_size)
@@ -50,7 +50,28 @@ def _plain(cfg: DictConfig, section: str) -> dict[str, Any]:
         node = cfg.get(section)
         return {} if node is None else OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{section}: {str(err).splitlines()[0]}") from None
+        if not _known_at_launch_only(err):
+            raise ConfigError(f"{section}: {str(err).splitlines()[0]}") from None
+    return _known_now(cfg.get(section), list(cfg.get(section).keys()))
+
+
+def _known_at_launch_only(err: Exception) -> bool:
+    """Whether resolving failed only because the value comes from the job Hydra has not started yet
+    (``seed=${hydra:job.num}``): such a value is checked by the run itself, not here."""
+    return "HydraConfig was not set" in str(err)
+
+
+def _known_now(node: DictConfig, keys: list[Any]) -> dict[str, Any]:
+    """The values of ``keys`` that can be resolved before Hydra starts the job (others are left out)."""
+    values: dict[str, Any] = {}
+    for key in keys:
+        try:
+            value = node.get(key)
+            values[str(key)] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        except OmegaConfBaseException as err:
+            if not _known_at_launch_only(err):
+                raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
+    return values
 
 
 def _check_data(data: dict[str, Any]) -> None:
