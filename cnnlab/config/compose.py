@@ -22,6 +22,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from yaml import MarkedYAMLError, YAMLError
 
 from cnnlab.config.schema import register_schemas
+from cnnlab.config.targets import check_targets, recipe_file_of
 from cnnlab.config.validate import validate
 from cnnlab.errors import ConfigError
 
@@ -66,13 +67,16 @@ def _compose_with_hydra(
     with _Composer(config_dir, config_name) as composer:
         _check_group_choices(composer, _parse(overrides))
         try:
-            return composer.compose(overrides)
+            cfg = composer.compose(overrides)
         except OmegaConfBaseException as err:
             raise ConfigError(f"{err}".split("\n")[0] + ".") from None
         except HydraException as err:
             raise _explain(composer, err, overrides) from None
         except YAMLError as err:
             raise ConfigError(_not_yaml(err)) from None
+        # Every _target_ allowed before anything is instantiated (Hydra instantiates hydra.callbacks itself)
+        check_targets(cfg, lambda key, target: recipe_file_of(composer, overrides, key, target))
+        return cfg
 
 
 def _validated(cfg: DictConfig) -> DictConfig:
