@@ -309,7 +309,7 @@ def _summary(args: Sequence[str]) -> int:
     ns = get_args_parser().parse_args(take_allow_flags(args))
     cfg = compose_config(ns.overrides, config_dir=ns.config_dir)
     net = _import_heavy("cnnlab.models.build").build_model(cfg)
-    from cnnlab.summary import summarize
+    from cnnlab.layer_table import summarize
 
     print(f"{cfg.model.name} on {cfg.data.name} ({cfg.data.num_classes} classes)")
     print(summarize(net, (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)).table())

@@ -9,7 +9,7 @@ import torch
 from cnnlab import build_datamodule, build_model, compose_config
 from cnnlab.errors import ConfigError
 from cnnlab.run import build_classifier
-from cnnlab.summary import summarize
+from cnnlab.layer_table import summarize
 from test_config import options
 
 IMAGENET = ["data=imagenet", "data.root=unused"]
