@@ -1,84 +1,14 @@
-"""Tiny datasets written in the exact on-disk formats torchvision reads, for the real loading code to read.
-
-Each image is a class-dependent pattern plus noise, so a model can learn them a little.
-"""
+"""Small datasets in the real on-disk formats, for tests: cnnlab's own stand-in writers (``cnnlab.standin_data``,
+which ``cnnlab recipes validate`` uses), at the sizes the tests need — a few dozen images, so each test stays fast."""
 
 from __future__ import annotations
 
-import pickle
-import struct
-from pathlib import Path
+from functools import partial
 
-import numpy as np
-from PIL import Image
+from cnnlab import standin_data
 
-MNIST_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
-
-
-def _images(n: int, size: int, channels: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes
-    base = rng.integers(0, 256, size=(classes, size, size, channels))
-    noise = rng.integers(-30, 31, size=(n, size, size, channels))
-    return np.clip(base[labels] + noise, 0, 255).astype(np.uint8), labels
-
-
-def write_mnist(root: Path, name: str = "mnist", n_train: int = 60, n_test: int = 20) -> Path:
-    raw = root / MNIST_FOLDERS[name] / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        images, labels = _images(n, 28, 1, 10, seed)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
-    return root
-
-
-def _pickle(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
-
-
-def write_cifar10(root: Path, per_batch: int = 10, n_test: int = 20) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 6):
-        images, labels = _images(per_batch, 32, 3, 10, i)
-        _pickle(folder / f"data_batch_{i}", {"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1),
-                                              "labels": labels.tolist()})
-    images, labels = _images(n_test, 32, 3, 10, 0)
-    _pickle(folder / "test_batch", {"data": images.transpose(0, 3, 1, 2).reshape(n_test, -1), "labels": labels.tolist()})
-    _pickle(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
-    return root
-
-
-def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
-        images, labels = _images(n, 32, 3, 100, seed)
-        _pickle(folder / name, {"data": images.transpose(0, 3, 1, 2).reshape(n, -1), "fine_labels": labels.tolist()})
-    _pickle(folder / "meta", {"fine_label_names": [f"class{i}" for i in range(100)]})
-    return root
-
-
-def write_svhn(root: Path, n_train: int = 50, n_test: int = 20) -> Path:
-    from scipy.io import savemat
-
-    root.mkdir(parents=True, exist_ok=True)
-    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
-        images, labels = _images(n, 32, 3, 10, seed)
-        # SVHN's .mat files store images as (H, W, C, N) and the digit 0 as label 10.
-        savemat(root / f"{split}_32x32.mat", {"X": images.transpose(1, 2, 3, 0),
-                                               "y": np.where(labels == 0, 10, labels).reshape(-1, 1)})
-    return root
-
-
-def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 40,
-                       splits: tuple[str, ...] = ("train", "val")) -> Path:
-    for s, split in enumerate(splits):
-        images, labels = _images(classes * per_class, size, 3, classes, s)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            folder = root / split / f"class_{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(folder / f"{i}.png")
-    return root
+write_mnist = partial(standin_data.write_mnist, n_train=60, n_test=20)
+write_cifar10 = partial(standin_data.write_cifar10, per_batch=10, n_test=20)
+write_cifar100 = partial(standin_data.write_cifar100, n_train=200, n_test=100)
+write_svhn = partial(standin_data.write_svhn, n_train=50, n_test=20)
+write_image_folder = standin_data.write_image_folder

@@ -98,7 +98,7 @@ def test_offline_download_failure_is_explained(tmp_path: Path, monkeypatch: pyte
 
 def test_corrupt_image_is_named(tmp_path: Path) -> None:
     real_format.write_image_folder(tmp_path)
-    broken = next((tmp_path / "train" / "class_1").glob("*.png"))
+    broken = next((tmp_path / "train" / "class_0001").glob("*.png"))
     broken.write_bytes(b"not a png")
     dm = setup(["data=imagefolder", f"data.root={tmp_path}", "data.image_size=32", "data.num_workers=0",
                 "data.val_split=0.1"])
