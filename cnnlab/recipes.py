@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from omegaconf import OmegaConf
 
+from cnnlab.config.flat_keys import flat_keys
 from cnnlab.errors import ConfigError
 
 GROUP = "experiment"
@@ -122,13 +123,6 @@ def list_recipes(args: Sequence[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- show
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): tree}
 
 
 def _scalar(value: Any) -> str:
@@ -182,7 +176,7 @@ def show_recipe(args: Sequence[str]) -> int:
     base_tree = OmegaConf.to_container(base_cfg, resolve=False)
     for t in (tree, base_tree):
         t.pop("hydra", None)  # type: ignore[union-attr]
-    base = _flat(base_tree)
+    base = flat_keys(base_tree)
     print(f"# {recipe.name}: {recipe.description}")
     print(f"# from {recipe.file}  ({recipe.source})")
     changed = [f"{g}={v} (default {base_choices.get(g)})" for g, v in choices.items()

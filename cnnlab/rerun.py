@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from cnnlab.config.flat_keys import flat_keys
 from cnnlab.errors import ConfigError
 
 RERUN_USAGE = ("cnnlab rerun needs a run folder, then optional key=value changes, e.g. cnnlab rerun "
@@ -104,13 +105,6 @@ def rerun(args: Sequence[str], run: Callable[..., Any]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- diff
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): tree}
 
 
 def _read_run(run_dir: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
@@ -159,7 +153,7 @@ def diff(args: Sequence[str]) -> int:
         raise ConfigError("cnnlab diff needs two run folders: cnnlab diff <run_a> <run_b>.")
     (a_dir, a_cfg, a_res), (b_dir, b_cfg, b_res) = _read_run(args[0]), _read_run(args[1])
     sections = [
-        ("config", _rows(_flat(a_cfg), _flat(b_cfg))),
+        ("config", _rows(flat_keys(a_cfg), flat_keys(b_cfg))),
         ("provenance (recipe, code, versions, data, machine)", _rows(_provenance_view(a_res),
                                                                     _provenance_view(b_res))),
         ("results", _rows({k: v for k, v in a_res.items() if k.startswith(("test/", "val/")) or k == "status"},

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.checkpoint_file import read_checkpoint
+from cnnlab.config.flat_keys import flat_keys
 from cnnlab.data import ImageDataModule, build_datamodule
 from cnnlab.errors import ConfigError, RunInterrupted, TrainingDivergedError
 from cnnlab.models import build_model
@@ -315,8 +316,8 @@ def resumable_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
     last = run_dir / "checkpoints" / LAST_CHECKPOINT
     if results is None or results.get("status") not in UNFINISHED or not last.is_file():
         return None
-    stored = _flat(read_checkpoint(last, purpose=f"resuming {run_dir}").get(RUN_CONFIG_KEY) or {})
-    wanted = _flat(OmegaConf.to_container(cfg, resolve=True))
+    stored = flat_keys(read_checkpoint(last, purpose=f"resuming {run_dir}").get(RUN_CONFIG_KEY) or {})
+    wanted = flat_keys(OmegaConf.to_container(cfg, resolve=True))
     # A null in the new config is filled in later (data.num_classes), so it matches what the old run filled in.
     changed = [key for key in sorted(set(stored) | set(wanted)) if not key.startswith(_RELOCATABLE)
                and wanted.get(key) is not None and stored.get(key) != wanted.get(key)]
@@ -327,13 +328,6 @@ def resumable_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
     return last
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}."))
-    return flat
 
 
 def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
