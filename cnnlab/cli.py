@@ -209,9 +209,20 @@ def _train(args: Sequence[str]) -> int:
     # What @hydra.main does, with the arguments given rather than read from sys.argv: sys.argv stays the command
     # that was typed, which Lightning's DDP launcher runs again for every other process of a run.
     version.setbase(HYDRA_VERSION_BASE)
-    _run_hydra(args=parsed, args_parser=parser, task_function=_train_task,
-               config_path=str(builtin_config_dir()), config_name=CONFIG_NAME)
     from cnnlab.sweeps.callback import SweepSummaryCallback
+
+    try:
+        _run_hydra(args=parsed, args_parser=parser, task_function=_train_task,
+                   config_path=str(builtin_config_dir()), config_name=CONFIG_NAME)
+    except SystemExit as stop:
+        started = SweepSummaryCallback.started
+        if started is None or SweepSummaryCallback.last_summary is not None:
+            raise
+        # The sweep stopped before its end: summarise the trials it has, then exit as it stopped.
+        SweepSummaryCallback.summarize(started)
+        if SweepSummaryCallback.last_summary is not None:
+            print(SweepSummaryCallback.last_summary.sweep_dir / "summary.md")
+        raise
 
     sweep = SweepSummaryCallback.last_summary
     if sweep is None:

@@ -284,7 +284,8 @@ def test_a_sweep_started_again_continues_its_interrupted_trial(tmp_path: Path) -
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
     assert results_of(tmp_path / "sweep" / "0")["status"] == "interrupted"
-    assert not (tmp_path / "sweep" / "1").exists()  # a signal stops the whole sweep
+    assert not (tmp_path / "sweep" / "1").exists()  # a signal stops the whole sweep ...
+    assert "interrupted" in (tmp_path / "sweep" / "summary.md").read_text()  # ... after summarising it
 
     again = run_cli("train", *args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -18,7 +18,20 @@ class SweepSummaryCallback(Callback):
     # Why the last sweep could not be summarised (no trial folder at all, an unreadable folder), or None.
     last_error: str | None = None
 
+    # The config of the multirun in progress: a sweep that stops early (Ctrl-C, a trial that killed its worker,
+    # which Hydra's sweeper raises) never reaches on_multirun_end; `cnnlab train` summarises it from this.
+    started: DictConfig | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummaryCallback.started = config
+        SweepSummaryCallback.last_summary = None
+        SweepSummaryCallback.last_error = None
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummaryCallback.summarize(config)
+
+    @staticmethod
+    def summarize(config: DictConfig) -> None:
         from cnnlab.errors import CnnlabError
         from cnnlab.sweeps.selection import from_config
         from cnnlab.sweeps.summary import summarize_sweep
