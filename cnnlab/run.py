@@ -146,20 +146,26 @@ def _best_checkpoint(trainer: pl.Trainer | None) -> str:
     return getattr(saver, "best_model_path", "") or ""
 
 
+# What Lightning's DDP launcher puts in os.environ for the processes it starts (and leaves there).
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
 @contextlib.contextmanager
 def _distributed_scope() -> Iterator[None]:
     """Leave no trace of a distributed run in this process: Lightning's DDP launcher sets MASTER_PORT, LOCAL_RANK
     and friends in os.environ and keeps the process group, so the next run of a sweep in the same process would
     think it was started by a launcher and talk to processes that are gone."""
-    environment = dict(os.environ)
+    before = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
     try:
         yield
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-        for key in set(os.environ) - set(environment):
-            del os.environ[key]
-        os.environ.update(environment)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def is_global_zero() -> bool:
