@@ -266,8 +266,9 @@ def _resume(args: Sequence[str]) -> int:
 
     saved = load_saved_run(args[0], verb="resume")
     if saved.status == "completed":
-        print(f"cnnlab resume: {saved.run_dir} has completed (test/acc {saved.results.get('test/acc')}): nothing to "
-              f"resume.")
+        accuracy = saved.results.get("test/acc")
+        tested = f" (test/acc {accuracy:.4f})" if isinstance(accuracy, float) else ""
+        print(f"cnnlab resume: {saved.run_dir} has completed{tested}: nothing to resume.")
         return 0
     if saved.status not in RESUMABLE:
         raise ConfigError(f"cnnlab resume: {saved.run_dir} {saved.status} ({saved.results.get('error')}); resuming "
