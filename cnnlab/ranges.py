@@ -9,6 +9,7 @@ errors.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,13 +31,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class Allowed:
+class Allowed(ABC):
     """A set of valid values. ``words`` completes "must be ..."; ``accepts`` says whether a value is in the set."""
 
     words: str
 
+    @abstractmethod
     def accepts(self, value: Any) -> bool:
-        raise NotImplementedError
+        """Whether ``value`` is one of the valid values."""
 
 
 @dataclass(frozen=True)
