@@ -169,9 +169,8 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], in_sweep: bool = 
         top5 = results.get("test/acc_top5")  # none with five classes or fewer
         log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
                  "n/a" if top5 is None else f"{top5:.4f}", results.get("epochs", 0), results.get("train_time_s", 0))
-    except RunInterrupted as err:
-        _report(verb, err)
-        print(f"cnnlab {verb}: continue it with: cnnlab resume {run_dir}", file=sys.stderr)
+    except RunInterrupted as err:  # not an error: the run stopped where it can continue
+        print(f"cnnlab {verb}: {err.user_message} Continue it with: cnnlab resume {run_dir}", file=sys.stderr)
         print(run_dir)
         # A signal stops the whole command, sweep included, as Ctrl-C would stop any program.
         raise SystemExit(err.exit_status) from None
