@@ -152,6 +152,35 @@ class AnalysisContext:
         return torch.randperm(n, generator=generator)[:limit].sort().values
 
 
+class NetworkStateKept:
+    """``with NetworkStateKept(net):`` — whatever an analysis does to ``net`` inside (eval mode for attacks,
+    ``requires_grad`` switched on for gradients, hooks registered), each module's train/eval mode and each
+    parameter's ``requires_grad`` are as before afterwards, and gradients it left in ``.grad`` are cleared.
+    ``hook_count(net)`` is what tests compare before and after: an analysis must remove every hook it adds."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+        self.modes = [(module, module.training) for module in net.modules()]
+        self.flags = [(param, param.requires_grad, param.grad) for param in net.parameters()]
+
+    def __enter__(self) -> nn.Module:
+        return self.net
+
+    def __exit__(self, *exc_info: object) -> None:
+        for module, training in self.modes:
+            module.training = training
+        for param, requires_grad, grad in self.flags:
+            param.requires_grad_(requires_grad)
+            param.grad = grad
+
+
+def hook_count(net: nn.Module) -> int:
+    """The forward, forward-pre and backward hooks registered on ``net``'s modules (torch keeps them in ordered
+    dicts on each module): equal before and after an analysis when it removed all it added."""
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return sum(len(getattr(module, name, {})) for module in net.modules() for name in names)
+
+
 def write_json(path: Path, data: Any) -> None:
     write_json_atomically(path, data)
 
