@@ -30,8 +30,16 @@ DATA: dict[str, Rule] = {
                             hint="Leave it null to evaluate in batches of data.batch_size."),
     "num_workers": Rule(Whole(0), meaning="the number of DataLoader worker processes",
                         hint="0 loads the data in the training process."),
-    "val_split": Rule(BETWEEN_0_AND_1, meaning="the fraction of the training split held out to pick the best "
-                                               "checkpoint and stop early"),
+    "prefetch_factor": Rule(Whole(1), meaning="the number of batches each DataLoader worker keeps ready",
+                            hint="2 to 4 keep a GPU fed; more only costs memory."),
+    "persistent_workers": Rule(Flag()),
+    "pin_memory": Rule(OneOf((True, False, None)), hint="Leave it null to pin batches only when training on a GPU."),
+    "gpu_decode": Rule(Flag()),
+    "val_split": Rule(BELOW_ONE, meaning="the fraction of the training split held out to pick the best "
+                                         "checkpoint and stop early",
+                      hint="0 trains on all of it and validates on nothing: then set "
+                           "callbacks.model_checkpoint.monitor=null (the last epoch is tested) and "
+                           "trainer.limit_val_batches=0."),
     "num_classes": Rule(Whole(2, optional=True), meaning="the number of classes",
                         hint="Leave it null to count them from the class folders (folder datasets)."),
     "channels": Rule(Whole(1), meaning="the number of colour channels of the images (1 grey, 3 RGB)"),
@@ -40,6 +48,10 @@ DATA: dict[str, Rule] = {
                             hint="Leave it null to keep them all."),
     "test_per_class": Rule(Whole(1, optional=True), meaning="the number of test images kept per class",
                            hint="Leave it null to keep them all."),
+    "train_size": Rule(Whole(1, optional=True), meaning="the number of training images kept (a fixed random subset)",
+                       hint="Leave it null to keep them all."),
+    "test_size": Rule(Whole(1, optional=True), meaning="the number of test images kept (a fixed random subset)",
+                      hint="Leave it null to keep them all."),
 }
 
 OPTIMIZER: dict[str, Rule] = {
@@ -94,6 +106,12 @@ SCHEDULER: dict[str, Rule] = {
 LOSS: dict[str, Rule] = {
     "label_smoothing": Rule(BELOW_ONE, hint="0 turns it off; a typical value is 0.1."),
     "l1": Rule(NON_NEGATIVE, meaning="the coefficient of the L1 penalty on the weights", hint="0 turns it off."),
+    "targets": Rule(Satisfies(lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) and v[0] != v[1]),
+        "null or a pair [off, on] of different numbers"),
+        meaning="the values loss=mse trains the outputs towards (off for the other classes, on for the image's)",
+        hint="LeCun's 1989 networks: loss.targets=[-1,1] with model.output=scaled_tanh; null compares softmax "
+             "probabilities to one-hot vectors."),
 }
 
 
@@ -216,6 +234,24 @@ TRAINING: dict[str, Rule] = {
                                        hint="Leave it null to save at epoch ends (and by step count) only."),
 }
 
+ATTACKS = ("fgsm", "pgd")  # cnnlab.attacks.ATTACKS (that module imports torch)
+EPSILON = Number(0, 1, low_open=True)
+
+# training.adversarial.<option>
+ADVERSARIAL_TRAINING: dict[str, Rule] = {
+    "attack": Rule(OneOf((None, *ATTACKS)), hint="Leave it null for standard training."),
+    "epsilon": Rule(EPSILON, meaning="the L-infinity radius of the attack, in pixel units (images in [0, 1])",
+                    hint="For example: 0.1 on MNIST, 8/255 = 0.0314 on CIFAR-10."),
+    "fraction": Rule(Number(0, 1, low_open=True), meaning="the fraction of each training batch replaced by its "
+                                                          "adversarial version",
+                     hint="1.0 trains on adversarial images only (Madry et al.); 0.5 half and half (Goodfellow et "
+                          "al.)."),
+    "steps": Rule(Whole(1), meaning="the number of PGD steps per example", hint="Typical values: 7 to 40."),
+    "step_size": Rule(Number(0, 1, low_open=True, optional=True), meaning="the size of each PGD step, in pixel units",
+                      hint="Leave it null for 2.5 * epsilon / steps."),
+    "random_start": Rule(Flag()),
+}
+
 # The validation metrics a run logs every epoch that can pick the best checkpoint and trial (`selection`), and the
 # end of each that is best. Test metrics are never among them: the test split is reported, not chosen on.
 SELECTION_METRICS: dict[str, str] = {"val/loss": "min", "val/acc": "max"}
@@ -240,6 +276,64 @@ def _names_from(allowed: tuple[str, ...]) -> Satisfies:
     return Satisfies(lambda v: isinstance(v, (list, tuple)) and all(x in allowed for x in v),
                      "a list of names from: " + ", ".join(allowed))
 
+
+def epsilon_key(epsilon: float) -> str:
+    """ε as the headline numbers name it (``fgsm_acc@0.0314``): a decimal number of three significant digits."""
+    from decimal import Decimal
+
+    return format(Decimal(f"{float(epsilon):.3g}"), "f")
+
+
+def _epsilons(values: Any) -> bool:
+    if not isinstance(values, (list, tuple)) or not values:
+        return False
+    if not all(Number(0, 1).accepts(v) for v in values):
+        return False
+    return len({epsilon_key(v) for v in values}) == len(values)  # distinct names in results.json
+
+
+def _target(value: Any) -> bool:
+    return value in ("next", "random") or Whole(0).accepts(value)
+
+
+ADVERSARIAL_ANALYSIS: dict[str, Rule] = {
+    "attacks": Rule(Satisfies(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(x in ATTACKS for x in v),
+                              "a non-empty list of attacks from: " + ", ".join(ATTACKS)),
+                    hint="For example: analysis.adversarial.attacks=[fgsm,pgd]."),
+    "epsilons": Rule(Satisfies(_epsilons, "a non-empty list of distinct numbers in [0, 1] (pixel units: the images "
+                                          "are in [0, 1])"),
+                     meaning="the L-infinity radii the attacks are measured at",
+                     hint="For example: analysis.adversarial.epsilons=[0,0.05,0.1,0.2,0.3] (8/255 = 0.0314)."),
+    "targeted": Rule(Flag()),
+    "target": Rule(Satisfies(_target, "next (the class after the true one), random, or a class index (0 or more)")),
+    "pgd_steps": Rule(Whole(1), meaning="the number of PGD steps", hint="Typical values: 10 to 40."),
+    "pgd_step_size": Rule(Number(0, 1, low_open=True, optional=True), meaning="the size of each PGD step, in pixel "
+                                                                               "units",
+                          hint="Leave it null for 2.5 * epsilon / steps."),
+    "pgd_random_start": Rule(Flag()),
+    "pgd_restarts": Rule(Whole(1), meaning="the number of random restarts of PGD (each image keeps its worst)"),
+    "max_test": Rule(Whole(1, optional=True), meaning="the number of test images attacked",
+                     hint="Leave it null to attack them all."),
+    "batch_size": Rule(Whole(1), meaning="the number of images attacked at once"),
+    "examples": Rule(Whole(0), meaning="the number of images in the lecture's figure (image + ε × sign of the "
+                                       "gradient = adversarial image)"),
+    "example_epsilon": Rule(EPSILON, meaning="the ε of the lecture's figure", hint="The lecture's: 0.05."),
+    "example_attack": Rule(OneOf(ATTACKS)),
+}
+
+FOOLING_ANALYSIS: dict[str, Rule] = {
+    "target_confidence": Rule(Number(0, 1, low_open=True, high_open=True),
+                              meaning="the softmax probability of the target class at which an image counts as "
+                                      "fooling the network", hint="Nguyen et al.: 0.99 and more."),
+    "max_steps": Rule(Whole(1), meaning="the most gradient-ascent steps per image"),
+    "step_size": Rule(Number(0, 1, low_open=True), meaning="the size of each step, in pixel units (images in [0, 1])",
+                      hint="For example: 0.01."),
+    "classes": Rule(Satisfies(lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0
+                                                      and all(Whole(0).accepts(x) for x in v)),
+                              "a list of class indices (0 or more), or null for every class")),
+    "seed": Rule(Whole(0), meaning="the seed of the noise the images start from"),
+    "batch_size": Rule(Whole(1), meaning="the number of images optimised at once"),
+}
 
 # analysis.<name>.<option>. Layer names need the model and are checked when it is built (with the valid ones listed).
 ANALYSIS: dict[str, dict[str, Rule]] = {
@@ -276,4 +370,6 @@ ANALYSIS: dict[str, dict[str, Rule]] = {
         "gallery": Rule(Whole(0), meaning="the number of misclassified test images shown"),
         "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
     },
+    "adversarial": ADVERSARIAL_ANALYSIS,
+    "fooling": FOOLING_ANALYSIS,
 }

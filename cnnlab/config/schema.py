@@ -34,9 +34,23 @@ class DataConfig:
     # for fixed-size datasets whose augmentations all have batched versions, loader otherwise.
     pipeline: str = "auto"
     cache_dir: str = "${oc.env:CNNLAB_CACHE_DIR,'~/.cache/cnnlab'}"
+    # DataLoader of the per-sample path: batches each worker keeps ready (num_workers > 0), workers kept alive
+    # between epochs, and page-locked batches (null: only when training on a GPU; on a CPU pinning only costs).
+    prefetch_factor: int = 4
+    persistent_workers: bool = True
+    pin_memory: Optional[bool] = None
+    # Image folders on a CUDA device: decode JPEG training batches on the GPU (nvJPEG) instead of in workers.
+    gpu_decode: bool = True
     # A fixed subset: the first N images of each class, in the dataset's order (null: all of them).
     train_per_class: Optional[int] = None
     test_per_class: Optional[int] = None
+    # A fixed random subset of N images (after the per-class one), drawn with a seed of its own: every run, whatever
+    # its seed, sees the same images (LeCun et al.'s 7,291 / 2,007 zip-code digits). null: all of them.
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+    # With a test subset (test_per_class, test_size): also test on the whole official test split, reported as
+    # test_full/acc beside test/acc (a 160-image test set is too small to rank networks a few points apart).
+    full_test: bool = False
 
 
 @dataclass
@@ -129,6 +143,9 @@ class LossConfig:
     name: str = "cross_entropy"  # or "mse": squared error against one-hot targets
     label_smoothing: float = 0.0
     l1: float = 0.0  # coefficient of the L1 penalty on the weights, added to the loss
+    # mse only: [off, on] compares the outputs themselves to these values (LeCun's 1989 networks: [-1, 1] through
+    # scaled-tanh output units); null compares softmax probabilities to one-hot vectors.
+    targets: Optional[List[float]] = None
 
 
 @dataclass
@@ -158,6 +175,19 @@ class TrainerConfig:
 
 
 @dataclass
+class AdversarialTrainingConfig:
+    """Adversarial training (Goodfellow et al. 2015; Madry et al. 2018): ``fraction`` of each training batch replaced
+    by its adversarial version under ``attack`` (cnnlab.attacks), in pixel space [0, 1]."""
+
+    attack: Optional[str] = None  # null: standard training; fgsm or pgd
+    epsilon: float = 0.1  # the L∞ radius, in pixel units (0.1: about 25 grey levels)
+    fraction: float = 1.0  # of each batch; Goodfellow et al. mix clean and adversarial halves (0.5)
+    steps: int = 7  # pgd only
+    step_size: Optional[float] = None  # pgd only; null: 2.5 epsilon / steps
+    random_start: bool = True  # pgd only: start from a random point of the epsilon-ball
+
+
+@dataclass
 class TrainingConfig:
     """How a run protects itself: when it counts as diverged, and how often it saves a checkpoint to resume from."""
 
@@ -167,6 +197,8 @@ class TrainingConfig:
     # checkpoints/last.ckpt is written at every epoch's end, and within long epochs every N steps and/or minutes.
     checkpoint_every_n_steps: Optional[int] = None
     checkpoint_every_n_minutes: Optional[float] = 5.0
+    # attack null: standard training; {attack: fgsm|pgd, epsilon: ..., fraction: ...}: adversarial training
+    adversarial: AdversarialTrainingConfig = field(default_factory=AdversarialTrainingConfig)
 
 
 SCHEMAS = {

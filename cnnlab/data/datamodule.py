@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from cnnlab.data.batch_augment import BatchPipeline, unbatchable
-from cnnlab.data.sources import Splits, first_per_class, labels_of, load_splits, source
+from cnnlab.data.sample_path import (BatchCollate, EncodedBatch, EncodedFiles, EvalSample, TrainSample,
+                                     collate_encoded, decode_on_device, split_augmentation)
+from cnnlab.data.sources import Splits, first_per_class, fixed_subset, labels_of, load_splits, source
 from cnnlab.data.tensor_path import ImageTensors, TensorBatches, cache_path, decode, load_cached, save_cached
 from cnnlab.data.transforms import build_transform
 from cnnlab.errors import ConfigError
@@ -59,8 +61,11 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: Any = None
         self.val_set: Any = None
         self.test_set: Any = None
+        self.full_test_set: Any = None  # data.full_test: the whole official test split, beside a subset of it
         self.batch_pipeline = (BatchPipeline(self.augmentation, self.spec["mean"], self.spec["std"])
                                if self.pipeline == "tensor" else None)
+        self.train_sample: TrainSample | None = None  # image folders' per-sample path
+        self.sample_batch_pipeline: BatchPipeline | None = None
 
     def _choose_pipeline(self) -> str:
         requested = self.spec["pipeline"]
@@ -100,32 +105,77 @@ class ImageDataModule(pl.LightningDataModule):
     def _split_train(self, labels: torch.Tensor) -> tuple[list[int], list[int]]:
         per_class = self.spec.get("train_per_class")
         pool = first_per_class(labels, per_class) if per_class else list(range(len(labels)))
+        pool = fixed_subset(pool, self.spec.get("train_size"))
         shuffled = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, round(self.spec["val_split"] * len(pool)))
+        # val_split=0: train on the whole pool (LeCun's protocols), validate on nothing
+        n_val = max(1, round(self.spec["val_split"] * len(pool))) if self.spec["val_split"] > 0 else 0
         return [pool[i] for i in shuffled[n_val:]], [pool[i] for i in shuffled[:n_val]]
 
     def _test_indices(self, labels: torch.Tensor) -> list[int] | None:
         per_class = self.spec.get("test_per_class")
-        return first_per_class(labels, per_class) if per_class else None
+        pool = first_per_class(labels, per_class) if per_class else None
+        if self.spec.get("test_size"):
+            pool = fixed_subset(pool if pool is not None else list(range(len(labels))), self.spec["test_size"])
+        return pool
+
+    def _full_test_wanted(self, test_indices: list[int] | None) -> bool:
+        return bool(self.spec.get("full_test")) and test_indices is not None
 
     # --- per-sample DataLoader path --------------------------------------------------------------------------
 
     def _setup_loader(self) -> None:
         splits = load_splits(self.spec, download=False)
-        train_tf = build_transform(self.spec, self.source, self.augmentation)
-        eval_tf = build_transform(self.spec, self.source, None)
+        if self.source.is_folder:  # decoded by torchvision.io, cropped per image, augmented per batch
+            train_tf, eval_tf = self._folder_samples(splits.train)
+        else:
+            train_tf = build_transform(self.spec, self.source, self.augmentation)
+            eval_tf = build_transform(self.spec, self.source, None)
         train_idx, val_idx = self._split_train(labels_of(splits.train))
         self.train_set = TransformedSubset(splits.train, train_idx, train_tf)
+        if self._decodes_on_gpu():
+            self.train_set = EncodedFiles(splits.train, train_idx)
         self.val_set = TransformedSubset(splits.train, val_idx, eval_tf)
-        self.test_set = TransformedSubset(splits.test, self._test_indices(labels_of(splits.test)), eval_tf)
+        test_idx = self._test_indices(labels_of(splits.test))
+        self.test_set = TransformedSubset(splits.test, test_idx, eval_tf)
+        if self._full_test_wanted(test_idx):
+            self.full_test_set = TransformedSubset(splits.test, None, eval_tf)
         self.classes = splits.classes
+
+    def _folder_samples(self, folder: Any) -> tuple[TrainSample, EvalSample]:
+        per_sample, per_batch = split_augmentation(self.augmentation)
+        self.train_sample = TrainSample(self.spec["image_size"], per_sample)
+        self.sample_batch_pipeline = BatchPipeline(per_batch, self.spec["mean"], self.spec["std"])
+        return self.train_sample, EvalSample(self.spec["image_size"], self.spec["mean"], self.spec["std"])
+
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def _decodes_on_gpu(self) -> bool:
+        return self.source.is_folder and self._device().type == "cuda" and self.spec.get("gpu_decode", True)
+
+    def _train_collate(self) -> Callable | None:
+        """Folder training batches: augmented and normalised by the workers on a CPU, on the device on a GPU."""
+        if not self.source.is_folder:
+            return None
+        if self._decodes_on_gpu():
+            return collate_encoded
+        return BatchCollate(self.sample_batch_pipeline if self._device().type == "cpu" else None)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         workers = self.spec["num_workers"]
+        pin = self.spec.get("pin_memory")  # pinning helps only copies to a GPU; on a CPU it is pure cost
         return DataLoader(
             dataset, batch_size=self._batch_size(train), shuffle=train, num_workers=workers,
-            pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+            collate_fn=self._train_collate() if train else None,
+            pin_memory=self._device().type == "cuda" if pin is None else pin,
+            persistent_workers=workers > 0 and self.spec.get("persistent_workers", True),
+            prefetch_factor=self.spec.get("prefetch_factor", 4) if workers > 0 else None,
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, EncodedBatch):  # JPEG bytes from the workers: decode and crop on the GPU
+            return decode_on_device(batch, self.spec["channels"], self.train_sample, self._device())
+        return batch
 
     # --- in-memory tensor path -------------------------------------------------------------------------------
 
@@ -149,10 +199,14 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set = train.subset(train_idx).resized(size)
         self.val_set = train.subset(val_idx).resized(size)
         self.test_set = (test.subset(test_idx) if test_idx is not None else test).resized(size)
+        if self._full_test_wanted(test_idx):
+            self.full_test_set = test.resized(size)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if device.type == "cuda":  # keep the whole dataset on the GPU: batches never cross the bus
             self.train_set, self.val_set, self.test_set = (s.to(device) for s in
                                                            (self.train_set, self.val_set, self.test_set))
+            if self.full_test_set is not None:
+                self.full_test_set = self.full_test_set.to(device)
 
     def _batches(self, data: ImageTensors, train: bool) -> TensorBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
@@ -160,11 +214,15 @@ class ImageDataModule(pl.LightningDataModule):
                              world_size=world)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.batch_pipeline is None or not isinstance(batch, (tuple, list)):
+        if not isinstance(batch, (tuple, list)):
             return batch  # a lone tensor is a model input already (the model summary's example image)
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return self.batch_pipeline(images, train=training), labels
+        if self.batch_pipeline is not None:
+            return self.batch_pipeline(images, train=training), labels
+        if training and images.dtype == torch.uint8 and self.sample_batch_pipeline is not None:
+            return self.sample_batch_pipeline(images, train=True), labels  # folder batches on a GPU
+        return batch
 
     # --- both ------------------------------------------------------------------------------------------------
 
@@ -180,7 +238,11 @@ class ImageDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> Iterable:
         return self._iterable(self.val_set, train=False)
 
-    def test_dataloader(self) -> Iterable:
+    def test_dataloader(self) -> Iterable | list[Iterable]:
+        """The test set; with ``data.full_test`` and a test subset, [the subset, the whole test split] (Lightning's
+        multiple test dataloaders: the classifier reports the second as ``test_full/...``)."""
+        if self.full_test_set is not None:
+            return [self._iterable(self.test_set, train=False), self._iterable(self.full_test_set, train=False)]
         return self._iterable(self.test_set, train=False)
 
 

@@ -91,6 +91,16 @@ def read_image_file(path: str, channels: int) -> Tensor:
     return decode_bytes(read_bytes(path), channels, str(path))
 
 
+class FolderDecoder:
+    """``ImageFolder``'s loader: a file path → uint8 ``(channels, H, W)`` (a class, so workers can pickle it)."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+
+    def __call__(self, path: str) -> Tensor:
+        return read_image_file(path, self.channels)
+
+
 def decode_jpeg_batch(encoded: Sequence[Tensor], paths: Sequence[str], channels: int,
                       device: torch.device) -> list[Tensor]:
     """Decode a batch of files' bytes on ``device``: JPEGs together with nvJPEG, the rest one by one on the CPU.

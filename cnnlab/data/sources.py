@@ -1,7 +1,8 @@
 """Where each dataset comes from: torchvision's dataset classes, scikit-learn's digits, image folders.
 
 ``load_splits`` returns the official train and test splits as datasets of ``(image, label)``; images are PIL
-images or uint8 tensors, which the transform pipeline turns into float tensors.
+images (torchvision's datasets) or uint8 tensors (digits, image folders), which the transform pipeline turns
+into float tensors.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Any, Callable, Mapping
 from urllib.error import URLError
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import datasets, tv_tensors
 
-from cnnlab.errors import ConfigError, CorruptImageError, DatasetNotFoundError
+from cnnlab.data.decode import FolderDecoder
+from cnnlab.errors import ConfigError, DatasetNotFoundError
 
 
 @dataclass(frozen=True)
@@ -85,21 +86,12 @@ def _svhn(spec: Mapping[str, Any], download: bool) -> Splits:
     return Splits(train, test, [str(c) for c in range(10)])
 
 
-def _load_image(path: str) -> Image.Image:
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise CorruptImageError(
-            f"Cannot decode image {path} ({err}). Delete or replace the file and run again; the other images "
-            f"are fine."
-        ) from None
-
-
 def _folders(spec: Mapping[str, Any], download: bool) -> Splits:
     root = Path(spec["root"])
-    train = datasets.ImageFolder(str(root / spec["train_dir"]), loader=_load_image)
-    test = datasets.ImageFolder(str(root / spec["test_dir"]), loader=_load_image)
+    # torchvision.io decodes straight to uint8 tensors (decode.py); a file it cannot decode is named in the error
+    loader = FolderDecoder(spec["channels"])
+    train = datasets.ImageFolder(str(root / spec["train_dir"]), loader=loader)
+    test = datasets.ImageFolder(str(root / spec["test_dir"]), loader=loader)
     if test.classes != train.classes:
         raise ConfigError(
             f"The class folders of {root / spec['train_dir']} and {root / spec['test_dir']} differ "
@@ -138,6 +130,18 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
 def first_per_class(labels: torch.Tensor, per_class: int) -> list[int]:
     """The indices of the first ``per_class`` images of each class, in dataset order."""
     return sorted(i for c in labels.unique().tolist() for i in (labels == c).nonzero().flatten()[:per_class].tolist())
+
+
+SUBSET_SEED = 1989  # data.train_size / test_size: the same images for every run, whatever its seed
+
+
+def fixed_subset(indices: list[int], size: int | None) -> list[int]:
+    """``size`` of ``indices`` drawn at random with a seed of their own (all of them when ``size`` is None or not
+    smaller), in their original order."""
+    if size is None or size >= len(indices):
+        return indices
+    chosen = torch.randperm(len(indices), generator=torch.Generator().manual_seed(SUBSET_SEED))[:size]
+    return [indices[i] for i in sorted(chosen.tolist())]
 
 
 def source(name: str) -> Source:

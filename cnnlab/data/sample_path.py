@@ -1,0 +1,129 @@
+"""The per-sample path for image folders: decode and crop each file in DataLoader workers, augment whole batches.
+
+For folders too large to decode once into memory. Per image, a worker does only what needs the image alone:
+``torchvision.io`` decoding straight to a uint8 tensor (no PIL image), the random-resized crop (training) or the
+resize and centre crop (evaluation), and the augmentations that have no batched version. The rest — flips,
+crops, colour, affine, random erasing, and the uint8 → normalised float conversion — runs once per batch with
+per-sample random parameters (``batch_augment``): in the worker's collate on a CPU, on the device on a GPU, so
+batches cross the bus as uint8, a quarter of float32's bytes.
+
+Per image, the crop and resize are torchvision's kernels called directly (``v2.functional.*_image``) rather than
+through ``v2.Compose`` of ``Transform`` objects: on 96×96 images the objects' dispatch (input flattening, type
+checks, parameter dicts) costs about as much as the operations (benchmarks/RESULTS.md).
+
+On a CUDA device, JPEG training batches can be decoded on the GPU (``data.gpu_decode``): workers only read the
+files' bytes and nvJPEG decodes the batch at once (:func:`cnnlab.data.decode.decode_jpeg_batch`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import transforms as v1
+from torchvision.transforms.v2 import functional as F
+
+from cnnlab.data.batch_augment import BATCHED, BatchPipeline
+from cnnlab.data.decode import decode_jpeg_batch, read_bytes
+from cnnlab.data.transforms import _augmentations
+
+EVAL_RESIZE = 0.875  # evaluation: the centre crop of the image resized to size / 0.875, as ImageNet's recipes
+
+
+def split_augmentation(augmentation: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(per sample, per batch)``: the augmentations with a batched version run per batch, the rest per image."""
+    per_batch = {k: v for k, v in augmentation.items() if k in BATCHED}
+    per_sample = {k: v for k, v in augmentation.items() if k not in BATCHED}
+    return per_sample, per_batch
+
+
+class TrainSample:
+    """uint8 image of any size → uint8 ``(C, size, size)``: a random-resized crop, then the per-image
+    augmentations (``v2`` transforms such as RandAugment, which have no batched version)."""
+
+    def __init__(self, size: int, per_sample: Mapping[str, Any], scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
+        self.size = [size, size]
+        self.scale, self.ratio = list(scale), list(ratio)
+        on_image, on_tensor = _augmentations(per_sample, size)
+        assert not on_tensor, "every tensor-space augmentation has a batched version"
+        self.augmentations = on_image
+
+    def __call__(self, image: Tensor) -> Tensor:
+        top, left, height, width = v1.RandomResizedCrop.get_params(image, self.scale, self.ratio)
+        image = F.resized_crop_image(image, top, left, height, width, self.size, antialias=True)
+        for transform in self.augmentations:
+            image = transform(image)
+        return image
+
+
+class EvalSample:
+    """uint8 image of any size → normalised float ``(C, size, size)``: the centre crop of the
+    ``size / 0.875`` resize. Float per sample, so that evaluation batches need no batch hook (analyses read
+    them with a plain DataLoader)."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.size, self.resize = size, round(size / EVAL_RESIZE)
+        std_ = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_
+
+    def __call__(self, image: Tensor) -> Tensor:
+        image = F.resize_image(image, [self.resize], antialias=True)
+        image = F.center_crop_image(image, [self.size, self.size])
+        return image.to(torch.float32).mul_(self.scale).add_(self.shift)
+
+
+class BatchCollate:
+    """Stacks ``(uint8 image, label)`` samples into a batch; with a pipeline, augments and normalises it too
+    (in the DataLoader worker: the training process only runs the model)."""
+
+    def __init__(self, pipeline: BatchPipeline | None) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+        images = torch.stack([image for image, _ in samples])
+        labels = torch.tensor([label for _, label in samples])
+        if self.pipeline is not None:
+            images = self.pipeline(images, train=True)
+        return images, labels
+
+
+@dataclass
+class EncodedBatch:
+    """A training batch of undecoded files, for decoding on the GPU."""
+
+    files: list[Tensor]
+    paths: list[str]
+    labels: Tensor
+
+
+class EncodedFiles(Dataset):
+    """The samples ``indices`` of an ``ImageFolder`` as ``(file bytes, path, label)``: workers only read."""
+
+    def __init__(self, folder: Any, indices: Sequence[int]) -> None:
+        self.samples = [folder.samples[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, str, int]:
+        path, label = self.samples[i]
+        return read_bytes(path), path, label
+
+
+def collate_encoded(samples: list[tuple[Tensor, str, int]]) -> EncodedBatch:
+    return EncodedBatch([s[0] for s in samples], [s[1] for s in samples], torch.tensor([s[2] for s in samples]))
+
+
+def decode_on_device(batch: EncodedBatch, channels: int, crop: Callable[[Tensor], Tensor],
+                     device: torch.device) -> tuple[Tensor, Tensor]:
+    """Decode a batch on ``device`` (nvJPEG for JPEGs) and crop each image there: ``(uint8 images, labels)``.
+
+    Untested on a GPU: the project's CI has none.
+    """
+    images = decode_jpeg_batch(batch.files, batch.paths, channels, device)
+    return torch.stack([crop(image) for image in images]), batch.labels
