@@ -101,7 +101,7 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
     broken = next((tmp_path / "train" / "class_0001").glob("*.png"))
     broken.write_bytes(b"not a png")
     dm = setup(["data=imagefolder", f"data.root={tmp_path}", "data.image_size=32", "data.num_workers=0",
-                "data.val_split=0.1"])
+                "data.val_split=0.1", "data.cache=off"])  # the per-sample path; the cache's: test_folder_cache.py
     with pytest.raises(CorruptImageError, match=str(broken)):
         for _ in dm.train_dataloader():
             pass

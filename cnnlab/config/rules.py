@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.ranges import Flag, Number, OneOf, Rule, Satisfies, Whole
+from cnnlab.ranges import Flag, Number, OneOf, Rule, Satisfies, Text, Whole
 
 POSITIVE = Number(0, low_open=True)
 NON_NEGATIVE = Number(0)
@@ -48,6 +48,17 @@ DATA: dict[str, Rule] = {
                             hint="Leave it null to keep them all."),
     "test_per_class": Rule(Whole(1, optional=True), meaning="the number of test images kept per class",
                            hint="Leave it null to keep them all."),
+    # image folders' cache (cnnlab.data.folder_cache)
+    "cache": Rule(OneOf(("auto", "memory", "off")),
+                  hint="It says whether an image folder is decoded once into a cache and trained from it: auto "
+                       "when it fits in data.cache_memory_fraction of the available memory, memory always, off "
+                       "never (every image decoded every epoch)."),
+    "cache_size": Rule(Whole(1, optional=True), meaning="the side, in pixels, of the squares a folder cache stores",
+                       hint="Leave it null for data.image_size / 0.875."),
+    "cache_memory_fraction": Rule(Number(0, 1, low_open=True), meaning="the share of the available memory a "
+                                                                     "folder cache may take with data.cache=auto",
+                                  hint="For example: 0.5."),
+    "skip_bad_images": Rule(Flag(), hint="true leaves undecodable image files out and lists them."),
     "train_size": Rule(Whole(1, optional=True), meaning="the number of training images kept (a fixed random subset)",
                        hint="Leave it null to keep them all."),
     "test_size": Rule(Whole(1, optional=True), meaning="the number of test images kept (a fixed random subset)",
@@ -335,6 +346,23 @@ FOOLING_ANALYSIS: dict[str, Rule] = {
     "batch_size": Rule(Whole(1), meaning="the number of images optimised at once"),
 }
 
+def _layer_list(example: str) -> Rule:
+    return Rule(Satisfies(lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0
+                                                  and all(isinstance(x, str) for x in v)),
+                          f"a list of layer names as cnnlab summary prints them (e.g. {example}), or null"))
+
+
+# The test images an analysis that shows single images draws (cnnlab.analysis.selection).
+SHOWN_IMAGES: dict[str, Rule] = {
+    "images": Rule(Whole(1), meaning="the number of test images shown"),
+    "indices": Rule(Satisfies(lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0
+                                                      and all(Whole(0).accepts(i) for i in v)),
+                              "a list of test-split indices (whole numbers from 0), or null"),
+                    hint="For example: [0,7,42]; null picks them with images and per_class."),
+    "per_class": Rule(Flag(), hint="true shows the first test image of each class."),
+}
+CAM_METHODS = ("cam", "gradcam", "gradcampp")
+
 # analysis.<name>.<option>. Layer names need the model and are checked when it is built (with the valid ones listed).
 ANALYSIS: dict[str, dict[str, Rule]] = {
     "features": {
@@ -369,6 +397,36 @@ ANALYSIS: dict[str, dict[str, Rule]] = {
         "top_pairs": Rule(Whole(0), meaning="the number of most-confused class pairs listed"),
         "gallery": Rule(Whole(0), meaning="the number of misclassified test images shown"),
         "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
+    },
+    "filters": {
+        "layers": _layer_list("[features.0,features.4]"),
+        "max_layers": Rule(Whole(1), meaning="the number of conv layers drawn when layers is null"),
+        "max_out": Rule(Whole(1), meaning="the number of output channels (kernels) drawn per layer"),
+        "max_in": Rule(Whole(1), meaning="the number of input channels drawn per deeper layer"),
+    },
+    "feature_maps": {
+        **SHOWN_IMAGES,
+        "layers": _layer_list("[features.2,features.6]"),
+        "max_channels": Rule(Whole(1), meaning="the number of channels drawn per layer"),
+        "stats_images": Rule(Whole(1), meaning="the number of test images the active-unit statistics are taken on"),
+        "batch_size": Rule(Whole(1), meaning="the number of images per forward pass"),
+    },
+    "cam": {
+        **SHOWN_IMAGES,
+        "method": Rule(OneOf(CAM_METHODS),
+                       hint="gradcam works for every conv network; cam needs global average pooling and one linear "
+                            "layer at the end (ResNets, GoogLeNet); gradcampp is Grad-CAM++."),
+        "layer": Rule(Text(optional=True), hint="A layer name as cnnlab summary prints it; null takes the last conv "
+                                                "stage (the map the network averages, for cam)."),
+        "top": Rule(Whole(1), meaning="the number of top predictions whose maps are drawn per image"),
+        "one_class": Rule(Satisfies(lambda v: v is None or isinstance(v, str)
+                                    or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                                    "a class name, a class index, or null"),
+                          hint="null takes the true class of the first image shown."),
+        "one_class_images": Rule(Whole(0), meaning="the number of test images of the one-class view",
+                                 hint="0 leaves that view out."),
+        "alpha": Rule(Number(0, 1), meaning="the opacity of the map drawn over the image"),
+        "batch_size": Rule(Whole(1), meaning="the number of images per forward and backward pass"),
     },
     "adversarial": ADVERSARIAL_ANALYSIS,
     "fooling": FOOLING_ANALYSIS,

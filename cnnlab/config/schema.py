@@ -59,6 +59,15 @@ class FolderDataConfig(DataConfig):
 
     train_dir: str = "train"
     test_dir: str = "val"
+    # Decode every image once into a uint8 file in cache_dir and train from it at the tensor path's speed
+    # (cnnlab.data.folder_cache): "memory" always, "off" never (per-sample DataLoader path), "auto" when the
+    # decoded images fit in cache_memory_fraction of the available memory.
+    cache: str = "auto"
+    # The side of the stored squares (shorter side resized to it, centre-cropped); null: image_size / 0.875.
+    cache_size: Optional[int] = None
+    cache_memory_fraction: float = 0.5
+    # Undecodable files: false stops with the file's path; true leaves them out and lists them in the log.
+    skip_bad_images: bool = False
 
 
 @dataclass

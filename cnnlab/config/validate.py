@@ -40,6 +40,8 @@ def validate(cfg: DictConfig) -> None:
     _check_loss(_plain(cfg, "loss"))
     _check_trainer(_plain(cfg, "trainer"))
     check_section("training", _plain(cfg, "training"), rules.TRAINING)
+    check_section("training.adversarial", _plain(cfg, "training").get("adversarial") or {},
+                  rules.ADVERSARIAL_TRAINING)
     _check_selection(cfg.get("selection"))
     _check_analysis(cfg)
 
@@ -85,6 +87,11 @@ def _check_data(data: dict[str, Any]) -> None:
                           f"each must be a number greater than 0, got {std}.")
     if data["pipeline"] not in PIPELINES:
         raise ConfigError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got '{data['pipeline']}'.")
+    if data.get("cache_size") is not None and data["cache_size"] < data["image_size"]:
+        raise ConfigError(f"data.cache_size ({data['cache_size']}) is the side of the images a folder cache stores, "
+                          f"from which the model's {data['image_size']}-pixel crops are cut: it must be at least "
+                          f"data.image_size. Leave it null for image_size / 0.875 "
+                          f"({round(data['image_size'] / 0.875)}).")
 
 
 def _check_augmentation(augmentation: dict[str, Any]) -> None:

@@ -48,6 +48,64 @@ def random_crop(x: Tensor, padding: int = 4, fill: float = 0.0, padding_mode: st
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
+def _crop_boxes(n: int, height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+                like: Tensor, tries: int = 10) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per image, torchvision's ``RandomResizedCrop.get_params``: up to ``tries`` draws of an area fraction in
+    ``scale`` and a log-uniform aspect ratio in ``ratio`` until the box fits, else the centre crop of the
+    image clamped to ``ratio``. Returns (top, left, height, width) as float tensors of ``n``."""
+    area = height * width
+    target = _uniform(n * tries, float(scale[0]), float(scale[1]), like).view(n, tries) * area
+    aspect = torch.exp(_uniform(n * tries, math.log(ratio[0]), math.log(ratio[1]), like)).view(n, tries)
+    w = torch.sqrt(target * aspect).round()
+    h = torch.sqrt(target / aspect).round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1, device=like.device))
+    pick = first.clamp(min=0)[:, None]
+    w, h = w.gather(1, pick)[:, 0], h.gather(1, pick)[:, 0]
+    # No draw fitted: the centre of the whole image, clamped to the ratio range (torchvision's fallback).
+    fallback_w, fallback_h = width, height
+    if width / height < min(ratio):
+        fallback_h = round(width / min(ratio))
+    elif width / height > max(ratio):
+        fallback_w = round(height * max(ratio))
+    missed = first < 0
+    w = torch.where(missed, torch.full_like(w, fallback_w), w)
+    h = torch.where(missed, torch.full_like(h, fallback_h), h)
+    top = torch.floor(torch.rand(n, device=like.device) * (height - h + 1))
+    left = torch.floor(torch.rand(n, device=like.device) * (width - w + 1))
+    top = torch.where(missed, torch.floor((height - h) / 2), top)
+    left = torch.where(missed, torch.floor((width - w) / 2), left)
+    return top, left, h, w
+
+
+def random_resized_crop(x: Tensor, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
+                        size: int | None = None) -> Tensor:
+    """Each image's own random box (torchvision's ``RandomResizedCrop`` parameters), resized to ``size``
+    (default: the input's side) with bilinear interpolation.
+
+    One ``grid_sample`` for the whole batch: an affine grid per image maps the output's pixel centres onto its
+    box. Bilinear without antialiasing, unlike torchvision's per-image resize: a box is never larger than the
+    input, and a folder cache stores its images at the output size / 0.875, so the most a box is shrunk is
+    1.14×, where antialiasing changes next to nothing.
+    """
+    n, c, height, width = x.shape
+    out = size or width
+    top, left, h, w = _crop_boxes(n, height, width, scale, ratio, x)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = w / width
+    theta[:, 1, 1] = h / height
+    theta[:, 0, 2] = (2 * left + w) / width - 1  # the box's centre, in [-1, 1] coordinates
+    theta[:, 1, 2] = (2 * top + h) / height - 1
+    grid = F.affine_grid(theta, [n, c, out, out], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def centre_crop(x: Tensor, size: int) -> Tensor:
+    """The central ``size`` × ``size`` window of each image (a view: no copy)."""
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
 def _grayscale(x: Tensor) -> Tensor:
     if x.shape[1] == 1:
         return x
@@ -144,6 +202,7 @@ ON_IMAGES: dict[str, Callable[..., Tensor]] = {
     "horizontal_flip": horizontal_flip,
     "vertical_flip": vertical_flip,
     "random_crop": random_crop,
+    "random_resized_crop": random_resized_crop,
     "colour_jitter": colour_jitter,
     "random_affine": random_affine,
     "random_rotation": random_rotation,
@@ -158,9 +217,16 @@ def unbatchable(augmentation: Mapping[str, Any]) -> list[str]:
 
 
 class BatchPipeline:
-    """uint8 batch → augmented (when training), normalised float batch, all on the batch's device."""
+    """uint8 batch → augmented (when training), normalised float batch, all on the batch's device.
 
-    def __init__(self, augmentation: Mapping[str, Any], mean: Sequence[float], std: Sequence[float]) -> None:
+    With ``crop`` (a folder cache, whose images are stored larger than the model's input), training batches
+    start with a random-resized crop of side ``crop`` per image — what the per-sample folder path does to each
+    image — and evaluation batches take the centre ``crop`` × ``crop``.
+    """
+
+    def __init__(self, augmentation: Mapping[str, Any], mean: Sequence[float], std: Sequence[float],
+                 crop: int | None = None) -> None:
+        self.crop = crop
         missing = unbatchable(augmentation)
         if missing:
             raise ConfigError(f"{', '.join(missing)} has no batched version for data.pipeline=tensor. Use "
@@ -182,9 +248,13 @@ class BatchPipeline:
         if self.scale.device != images.device:
             self.mean, self.std, self.scale, self.shift = (t.to(images.device) for t in
                                                            (self.mean, self.std, self.scale, self.shift))
-        augmenting = train and self.on_images
+        if self.crop is not None and not train:
+            images = centre_crop(images, self.crop)
+        augmenting = train and (self.on_images or self.crop is not None)
         if augmenting:
             x = images.float().div_(255)
+            if self.crop is not None:
+                x = random_resized_crop(x, size=self.crop)
             for fn, options in self.on_images:
                 x = fn(x, **options)
             x = x.sub_(self.mean).div_(self.std)

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from cnnlab.data import folder_cache
 from cnnlab.data.batch_augment import BatchPipeline, unbatchable
 from cnnlab.data.sample_path import (BatchCollate, EncodedBatch, EncodedFiles, EvalSample, TrainSample,
                                      collate_encoded, decode_on_device, split_augmentation)
@@ -62,18 +63,21 @@ class ImageDataModule(pl.LightningDataModule):
         self.val_set: Any = None
         self.test_set: Any = None
         self.full_test_set: Any = None  # data.full_test: the whole official test split, beside a subset of it
-        self.batch_pipeline = (BatchPipeline(self.augmentation, self.spec["mean"], self.spec["std"])
+        # A folder cache stores images larger than the model's input: each batch is cropped to it on the device.
+        crop = self.spec["image_size"] if self.source.is_folder else None
+        self.batch_pipeline = (BatchPipeline(self.augmentation, self.spec["mean"], self.spec["std"], crop=crop)
                                if self.pipeline == "tensor" else None)
         self.train_sample: TrainSample | None = None  # image folders' per-sample path
         self.sample_batch_pipeline: BatchPipeline | None = None
 
     def _choose_pipeline(self) -> str:
         requested = self.spec["pipeline"]
-        if self.source.is_folder:
-            if requested == "tensor":
-                raise ConfigError(f"{self.spec['name']} images vary in size and are decoded one by one: use "
-                                  f"data.pipeline=loader (or auto).")
-            return "loader"
+        if self.source.is_folder:  # decoded once into a folder cache (data.cache), or image by image
+            splits = self._folder_splits()
+            use, why = folder_cache.choose(self.spec, unbatchable(self.augmentation),
+                                           len(splits.train) + len(splits.test))
+            log.info("%s", why)
+            return "tensor" if use else "loader"
         if requested == "auto":
             return "loader" if unbatchable(self.augmentation) else "tensor"
         return requested
@@ -87,6 +91,8 @@ class ImageDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self.spec["download"] and not self._cache_complete():
             load_splits(self.spec, download=True)
+        if self.source.is_folder and self.pipeline == "tensor":  # once per machine under DDP, before setup
+            self._decoded_folders()
 
     def _cache_paths(self) -> list:
         return [cache_path(self.spec, self.source, split) for split in ("train", "test")]
@@ -179,7 +185,30 @@ class ImageDataModule(pl.LightningDataModule):
 
     # --- in-memory tensor path -------------------------------------------------------------------------------
 
+    def _folder_splits(self) -> Splits:
+        """The folders' listings (ImageFolder's: the per-sample path's classes, labels and order), scanned once."""
+        if getattr(self, "_scanned", None) is None:
+            self._scanned = load_splits(self.spec, download=False)
+        return self._scanned
+
+    def _decoded_folders(self) -> tuple[ImageTensors, ImageTensors, list[str]]:
+        """Both splits from the folder cache (built first when missing or out of date); the rows of files
+        skipped as undecodable are kept in ``_skipped`` and left out of every split."""
+        splits = self._folder_splits()
+        (train, train_bad), (test, test_bad) = (folder_cache.load_or_build(self.spec, name, dataset) for
+                                                name, dataset in (("train", splits.train), ("test", splits.test)))
+        self._skipped = {"train": set(train_bad), "test": set(test_bad)}
+        return train, test, list(splits.classes)
+
+    def _without_skipped(self, split: str, indices: list[int] | None, count: int) -> list[int] | None:
+        bad = getattr(self, "_skipped", {}).get(split)
+        if not bad:
+            return indices
+        return [i for i in (indices if indices is not None else range(count)) if i not in bad]
+
     def _decoded(self) -> tuple[ImageTensors, ImageTensors, list[str]]:
+        if self.source.is_folder:
+            return self._decoded_folders()
         paths = self._cache_paths()
         cached = [load_cached(p) for p in paths]
         if cached[0] is not None and cached[1] is not None:
@@ -193,20 +222,34 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _setup_tensors(self) -> None:
         train, test, self.classes = self._decoded()
-        size = self.spec["image_size"]
+        # a folder cache keeps its storage size: batches are cropped to image_size on the device
+        size = train.images.shape[-1] if self.source.is_folder else self.spec["image_size"]
         train_idx, val_idx = self._split_train(train.labels)
         test_idx = self._test_indices(test.labels)
+        # split first, then drop undecodable files: the rest fall in the same splits as on the per-sample path
+        train_idx = self._without_skipped("train", train_idx, len(train))
+        val_idx = self._without_skipped("train", val_idx, len(train))
+        test_idx = self._without_skipped("test", test_idx, len(test))
         self.train_set = train.subset(train_idx).resized(size)
         self.val_set = train.subset(val_idx).resized(size)
         self.test_set = (test.subset(test_idx) if test_idx is not None else test).resized(size)
         if self._full_test_wanted(test_idx):
-            self.full_test_set = test.resized(size)
+            everything = self._without_skipped("test", None, len(test))
+            self.full_test_set = (test.subset(everything) if everything is not None else test).resized(size)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if device.type == "cuda":  # keep the whole dataset on the GPU: batches never cross the bus
+        if device.type == "cuda" and self._fits_on(device):  # keep the whole dataset on the GPU: batches never cross the bus
             self.train_set, self.val_set, self.test_set = (s.to(device) for s in
                                                            (self.train_set, self.val_set, self.test_set))
             if self.full_test_set is not None:
                 self.full_test_set = self.full_test_set.to(device)
+
+    def _fits_on(self, device: torch.device) -> bool:
+        """Small datasets always; a folder cache when it takes at most half the GPU's free memory (else its
+        uint8 batches are copied over, a quarter of float32's bytes)."""
+        if not self.source.is_folder:
+            return True
+        sets = [s for s in (self.train_set, self.val_set, self.test_set) if s is not None]
+        return sum(s.images.numel() for s in sets) <= 0.5 * torch.cuda.mem_get_info(device)[0]
 
     def _batches(self, data: ImageTensors, train: bool) -> TensorBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
