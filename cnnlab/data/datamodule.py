@@ -248,8 +248,9 @@ class ImageDataModule(pl.LightningDataModule):
         uint8 batches are copied over, a quarter of float32's bytes)."""
         if not self.source.is_folder:
             return True
-        sets = [s for s in (self.train_set, self.val_set, self.test_set) if s is not None]
-        return sum(s.images.numel() for s in sets) <= 0.5 * torch.cuda.mem_get_info(device)[0]
+        count = sum(len(s) for s in (self.train_set, self.val_set, self.test_set) if s is not None)
+        needed = folder_cache.decoded_bytes(count, self.spec["channels"], folder_cache.storage_size(self.spec))
+        return needed <= 0.5 * torch.cuda.mem_get_info(device)[0]
 
     def _batches(self, data: ImageTensors, train: bool) -> TensorBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)

@@ -184,6 +184,51 @@ def choose(spec: Mapping[str, Any], unbatched: Sequence[str], count: int) -> tup
                    f"anyway (data.cache_memory_fraction sets the share)")
 
 
+class MappedRows(ImageTensors):
+    """Rows ``rows`` of a memory-mapped cache, gathered a batch at a time (``take``) rather than copied whole.
+
+    Splits of a folder cache are these, so that a set larger than memory still trains (from the page cache and
+    the disk) and one that fits is held once, by the page cache, not again by a copy per split. ``images`` —
+    what analyses read to go through a whole split — gathers the rows once, on first use.
+    """
+
+    def __init__(self, source: ImageTensors, rows: torch.Tensor) -> None:  # noqa: D107 (no dataclass fields)
+        self.source, self.rows = source, rows.long()
+        self._gathered: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"MappedRows({len(self)} of {len(self.source)} images {tuple(self.source.images.shape[1:])})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.source.images.device
+
+    @property
+    def images(self) -> torch.Tensor:  # type: ignore[override]
+        if self._gathered is None:
+            self._gathered = self.source.images.index_select(0, self.rows)
+        return self._gathered
+
+    @property
+    def labels(self) -> torch.Tensor:  # type: ignore[override]
+        return self.source.labels.index_select(0, self.rows)
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.rows.index_select(0, index.to(self.rows.device))
+        return self.source.images.index_select(0, rows), self.source.labels.index_select(0, rows)
+
+    def subset(self, indices: list[int] | torch.Tensor) -> "MappedRows":
+        return MappedRows(self.source, self.rows.index_select(0, torch.as_tensor(indices, dtype=torch.long)))
+
+    def resized(self, size: int) -> ImageTensors:
+        if size == self.source.images.shape[-1]:
+            return self
+        return ImageTensors(self.images, self.labels).resized(size)
+
+
 # --- decoding one shard (runs in a worker process) ----------------------------------------------------------------
 
 def square(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -326,9 +371,9 @@ def stale_caches(directory: Path) -> list[Path]:
     return [d for d in directory.parent.glob(f"{prefix}*") if d.is_dir() and d != directory]
 
 
-def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[ImageTensors, list[int]]:
+def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[MappedRows, list[int]]:
     """Split ``split`` of the folder dataset ``dataset`` (an ``ImageFolder``) from its cache, built first when
-    missing or out of date. Returns the images (memory-mapped) with their labels, and the rows of files skipped
+    missing or out of date. Returns its images and labels (memory-mapped rows), and the rows of files skipped
     as undecodable (``data.skip_bad_images``)."""
     listing = FolderListing.of(dataset)
     size, channels = storage_size(spec), spec["channels"]
@@ -353,4 +398,4 @@ def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[Im
         log.warning("Skipped %d undecodable image%s of %s (data.skip_bad_images=true):\n%s", len(skipped),
                     "s" if len(skipped) > 1 else "", listing.folder, listed)
     images = ImageTensors(open_images(layout), torch.tensor(listing.labels, dtype=torch.long))
-    return images, [row for row, _, _ in skipped]
+    return MappedRows(images, torch.arange(len(listing))), [row for row, _, _ in skipped]

@@ -31,6 +31,15 @@ class ImageTensors:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def take(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The images and labels at ``index`` (a batch)."""
+        # index_select: several times faster than advanced indexing for a batch of whole rows
+        return self.images.index_select(0, index), self.labels.index_select(0, index)
+
     def subset(self, indices: list[int] | Tensor) -> "ImageTensors":
         index = torch.as_tensor(indices, dtype=torch.long)
         return ImageTensors(self.images[index], self.labels[index])
@@ -140,10 +149,9 @@ class TensorBatches:
             order = torch.arange(n)
         if self.world_size > 1:  # every rank gets the same number of samples, as DistributedSampler does
             order = torch.cat([order, order[: self._count() * self.world_size - n]])[self.rank::self.world_size]
-        order = order.to(self.data.images.device)
+        order = order.to(self.data.device)
         self.served = skip or 0
         for start in range(self.served * self.batch_size, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             self.served += 1
-            # index_select: several times faster than advanced indexing for a batch of whole rows
-            yield self.data.images.index_select(0, index), self.data.labels.index_select(0, index)
+            yield self.data.take(index)
