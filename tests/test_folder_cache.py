@@ -145,6 +145,20 @@ def test_a_corrupt_file_is_named_or_skipped_and_listed(tmp_path: Path, caplog: p
                                                         per_sample.val_set.indices if i != bad_row]))
 
 
+def test_the_per_sample_path_skips_and_lists_a_corrupt_file_too(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    root = folder(tmp_path)
+    broken = root / "train" / "class_0002" / "5.png"
+    broken.write_bytes(b"not a png")
+    dm = datamodule(root, tmp_path / "cache", "data.cache=off", "data.skip_bad_images=true", "data.batch_size=8",
+                    "data.val_split=0.1")
+    with caplog.at_level(logging.WARNING, logger="cnnlab"):
+        sizes = [len(labels) for _, labels in dm.train_dataloader()] + [len(labels) for _, labels in
+                                                                         dm.val_dataloader()]
+    assert sum(sizes) == 30  # the next sample stands in for it: batches keep their size
+    assert f"Cannot decode image {broken}" in caplog.text
+
+
 def test_an_interrupted_build_resumes_with_the_shards_it_had_not_finished(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(folder_cache, "SHARD_IMAGES", 4)

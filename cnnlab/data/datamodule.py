@@ -22,7 +22,7 @@ from cnnlab.data.sample_path import (BatchCollate, EncodedBatch, EncodedFiles, E
 from cnnlab.data.sources import Splits, first_per_class, fixed_subset, labels_of, load_splits, source
 from cnnlab.data.tensor_path import ImageTensors, TensorBatches, cache_path, decode, load_cached, save_cached
 from cnnlab.data.transforms import build_transform
-from cnnlab.errors import ConfigError
+from cnnlab.errors import CorruptImageError
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,29 @@ log = logging.getLogger(__name__)
 class TransformedSubset(Dataset):
     """The samples ``indices`` of ``dataset`` (all when None), passed through ``transform``.
 
-    Lets the validation split, carved out of the training split, skip the training augmentation.
+    Lets the validation split, carved out of the training split, skip the training augmentation. With
+    ``skip_bad`` (``data.skip_bad_images``), an undecodable file is logged with its path and the next sample
+    takes its place, so that batches keep their size.
     """
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int] | None, transform: Callable) -> None:
-        self.dataset, self.indices, self.transform = dataset, indices, transform
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | None, transform: Callable,
+                 skip_bad: bool = False) -> None:
+        self.dataset, self.indices, self.transform, self.skip_bad = dataset, indices, transform, skip_bad
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[self.indices[i] if self.indices is not None else i]
-        return self.transform(image), int(label)
+        for attempt in range(len(self) if self.skip_bad else 1):
+            j = (i + attempt) % len(self)
+            try:
+                image, label = self.dataset[self.indices[j] if self.indices is not None else j]
+                return self.transform(image), int(label)
+            except CorruptImageError as err:
+                if not self.skip_bad:
+                    raise
+                log.warning("Skipped an undecodable image (data.skip_bad_images=true): %s", err.user_message)
+        raise CorruptImageError(f"No image of this split can be decoded ({len(self)} files).")
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -137,14 +148,15 @@ class ImageDataModule(pl.LightningDataModule):
             train_tf = build_transform(self.spec, self.source, self.augmentation)
             eval_tf = build_transform(self.spec, self.source, None)
         train_idx, val_idx = self._split_train(labels_of(splits.train))
-        self.train_set = TransformedSubset(splits.train, train_idx, train_tf)
+        skip_bad = bool(self.spec.get("skip_bad_images"))
+        self.train_set = TransformedSubset(splits.train, train_idx, train_tf, skip_bad)
         if self._decodes_on_gpu():
             self.train_set = EncodedFiles(splits.train, train_idx)
-        self.val_set = TransformedSubset(splits.train, val_idx, eval_tf)
+        self.val_set = TransformedSubset(splits.train, val_idx, eval_tf, skip_bad)
         test_idx = self._test_indices(labels_of(splits.test))
-        self.test_set = TransformedSubset(splits.test, test_idx, eval_tf)
+        self.test_set = TransformedSubset(splits.test, test_idx, eval_tf, skip_bad)
         if self._full_test_wanted(test_idx):
-            self.full_test_set = TransformedSubset(splits.test, None, eval_tf)
+            self.full_test_set = TransformedSubset(splits.test, None, eval_tf, skip_bad)
         self.classes = splits.classes
 
     def _folder_samples(self, folder: Any) -> tuple[TrainSample, EvalSample]:
