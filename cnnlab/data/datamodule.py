@@ -84,9 +84,8 @@ class ImageDataModule(pl.LightningDataModule):
     def _choose_pipeline(self) -> str:
         requested = self.spec["pipeline"]
         if self.source.is_folder:  # decoded once into a folder cache (data.cache), or image by image
-            splits = self._folder_splits()
-            use, why = folder_cache.choose(self.spec, unbatchable(self.augmentation),
-                                           len(splits.train) + len(splits.test))
+            use, why = folder_cache.choose(self.spec, unbatchable(self.augmentation), lambda: sum(
+                len(split) for split in (self._folder_splits().train, self._folder_splits().test)))
             log.info("%s", why)
             return "tensor" if use else "loader"
         if requested == "auto":
@@ -192,7 +191,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, EncodedBatch):  # JPEG bytes from the workers: decode and crop on the GPU
-            return decode_on_device(batch, self.spec["channels"], self.train_sample, self._device())
+            return decode_on_device(batch, self.spec["channels"], self.train_sample, self._device(),
+                                    skip_bad=bool(self.spec.get("skip_bad_images")))
         return batch
 
     # --- in-memory tensor path -------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -140,15 +141,24 @@ def decoded_bytes(count: int, channels: int, size: int) -> int:
 
 
 def available_memory() -> int:
-    """Bytes of memory the system can give without swapping (Linux's MemAvailable; total memory elsewhere)."""
+    """Bytes of memory this process can use without swapping: Linux's MemAvailable, capped by a container's
+    limit (cgroup v2 ``memory.max``, less what the container uses); total physical memory elsewhere."""
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit.isdigit():
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(available, 0)
 
 
 def human_bytes(n: float) -> str:
@@ -159,9 +169,10 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def choose(spec: Mapping[str, Any], unbatched: Sequence[str], count: int) -> tuple[bool, str]:
-    """Whether a folder dataset of ``count`` images (both splits) trains from its cache, and why, in words
-    for the log. ``unbatched``: the configured augmentations without a batched version."""
+def choose(spec: Mapping[str, Any], unbatched: Sequence[str], count: Callable[[], int]) -> tuple[bool, str]:
+    """Whether a folder dataset trains from its cache, and why, in words for the log. ``unbatched``: the
+    configured augmentations without a batched version; ``count``: the number of images of both splits (called
+    only when the choice depends on it: it lists the folders)."""
     mode = spec.get("cache", "off")
     if spec["pipeline"] == "loader" or mode == "off":
         setting = "data.pipeline=loader" if spec["pipeline"] == "loader" else "data.cache=off"
@@ -169,9 +180,9 @@ def choose(spec: Mapping[str, Any], unbatched: Sequence[str], count: int) -> tup
     if unbatched:
         return False, (f"{', '.join(unbatched)} has no batched version, so the images go through the per-sample "
                        f"DataLoader path instead of data.cache={mode}")
-    size, channels = storage_size(spec), spec["channels"]
-    needed = decoded_bytes(count, channels, size)
-    what = f"{count:,} images at {size}×{size} px, {human_bytes(needed)}"
+    size, channels, count_ = storage_size(spec), spec["channels"], count()
+    needed = decoded_bytes(count_, channels, size)
+    what = f"{count_:,} images at {size}×{size} px, {human_bytes(needed)}"
     if mode == "memory" or spec["pipeline"] == "tensor":
         return True, f"data.cache=memory: training from the decoded cache ({what})"
     share = spec.get("cache_memory_fraction", 0.5)
@@ -328,6 +339,23 @@ def build(layout: CacheLayout, listing: FolderListing, workers: int, skip_bad: b
     shutil.rmtree(layout.shard_dir, ignore_errors=True)
 
 
+@contextmanager
+def _building(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s build lock (an advisory ``flock``, released if the process dies)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; concurrent builders write the same bytes
+        yield
+        return
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def read_index(layout: CacheLayout) -> dict[str, Any] | None:
     try:
         index = json.loads(layout.index_file.read_text())
@@ -381,15 +409,18 @@ def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[Ma
     layout = CacheLayout(directory, len(listing), channels, size)
     index = read_index(layout)
     if index is None:
-        change = describe_change(directory, listing)
-        why = f"the folder changed since its cache was built ({change})" if change else "no cache yet"
-        log.info("Decoding %s (%d images) once into %s: %s", listing.folder, len(listing), directory, why)
-        build(layout, listing, spec.get("num_workers") or 0, bool(spec.get("skip_bad_images")),
-              desc=f"Caching {split} images")
-        index = read_index(layout)
-        assert index is not None, f"the cache {directory} was not completed"
-        for stale in stale_caches(directory):
-            shutil.rmtree(stale, ignore_errors=True)
+        with _building(directory):  # concurrent runs on one folder (a sweep's trials): one builds, the rest wait
+            index = read_index(layout)
+            if index is None:
+                change = describe_change(directory, listing)
+                why = f"the folder changed since its cache was built ({change})" if change else "no cache yet"
+                log.info("Decoding %s (%d images) once into %s: %s", listing.folder, len(listing), directory, why)
+                build(layout, listing, spec.get("num_workers") or 0, bool(spec.get("skip_bad_images")),
+                      desc=f"Caching {split} images")
+                index = read_index(layout)
+                assert index is not None, f"the cache {directory} was not completed"
+                for stale in stale_caches(directory):
+                    shutil.rmtree(stale, ignore_errors=True)
     skipped = index["skipped"]
     if skipped and not spec.get("skip_bad_images"):  # built by a run that skipped them; this one must not
         raise CorruptImageError(skipped[0][2])
