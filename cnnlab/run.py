@@ -92,6 +92,9 @@ def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         run_config=OmegaConf.to_container(cfg, resolve=True) if store_config else None,
+        adversarial=OmegaConf.to_container(cfg.training.adversarial, resolve=True)
+        if cfg.training.get("adversarial") is not None else None,
+        normalisation=(list(cfg.data.mean), list(cfg.data.std)),
     )
     if not cfg.model.compile:  # an example image lets Lightning's model summary show sizes and FLOPs
         classifier.example_input_array = torch.zeros(1, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)

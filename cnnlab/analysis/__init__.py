@@ -15,6 +15,8 @@ from __future__ import annotations
 ANALYSES: dict[str, str] = {
     "features": "cnnlab.analysis.features",
     "confusion": "cnnlab.analysis.confusion",
+    "adversarial": "cnnlab.analysis.adversarial",
+    "fooling": "cnnlab.analysis.fooling",
 }
 
 

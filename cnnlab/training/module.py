@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnnlab.attacks import Attack, PixelModel
 from cnnlab.training.losses import build_loss, l1_penalty
 from cnnlab.training.optim import build_optimizer, build_schedule
 
@@ -73,6 +74,11 @@ class ImageClassifier(pl.LightningModule):
     mean (validation and test use torchmetrics, for top-5 and DDP reduction). The optimizer, scheduler and loss
     are plain mappings with the keys of their config groups; ``run_config``, when given, is saved in every
     checkpoint under ``RUN_CONFIG_KEY`` so that ``cnnlab eval`` needs nothing but the file.
+
+    ``adversarial`` (the ``training.adversarial`` mapping, with ``attack`` fgsm or pgd) turns on adversarial
+    training (Goodfellow et al. 2015, Madry et al. 2018): the first ``fraction`` of every training batch (batches
+    are shuffled) is replaced by its adversarial version, made in pixel space with the dataset's ``normalisation``
+    (mean, std) undone and redone around the network (``cnnlab.attacks.PixelModel``).
     """
 
     def __init__(
@@ -83,10 +89,22 @@ class ImageClassifier(pl.LightningModule):
         scheduler: Mapping[str, Any],
         loss: Mapping[str, Any],
         run_config: Mapping[str, Any] | None = None,
+        adversarial: Mapping[str, Any] | None = None,
+        normalisation: tuple[list[float], list[float]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "run_config"])
         self.model = model
+        self.attack, self.adversarial_fraction = None, 0.0
+        if adversarial is not None and adversarial.get("attack"):
+            if normalisation is None:
+                raise ValueError("adversarial training needs the data's normalisation (mean, std)")
+            self.attack = Attack(adversarial["attack"], float(adversarial["epsilon"]), steps=adversarial["steps"],
+                                 step_size=adversarial["step_size"], random_start=adversarial["random_start"])
+            self.adversarial_fraction = float(adversarial["fraction"])
+            # A plain attribute holding a tuple: registered as a submodule, the wrapper would put a second copy of
+            # the network's weights in every checkpoint.
+            self._pixel_model = (PixelModel(model, *normalisation),)
         self.criterion = build_loss(loss["name"], num_classes, loss["label_smoothing"])
         self.l1 = loss["l1"]
         self.run_config = dict(run_config) if run_config is not None else None
@@ -108,8 +126,30 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def adversarial_batch(self, images: Tensor, labels: Tensor) -> Tensor:
+        """``images`` (normalised) with the first ``fraction`` of them replaced by their adversarial versions."""
+        n = round(self.adversarial_fraction * len(images))
+        if self.attack is None or n == 0:
+            return images
+        pixel_model = self._pixel_model[0].to(images.device)
+        # The attack runs on the network in eval mode, then training goes on in train mode. In train mode batch
+        # norm would normalise the attack's inputs with their own batch statistics and fold every one of PGD's
+        # extra forward passes into its running statistics, and dropout would draw a new mask at each step: the
+        # attack would chase a different network at each step, and not the one that is evaluated and attacked
+        # at test time.
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        try:
+            adversarial = self.attack(pixel_model, pixel_model.pixels(images[:n].detach()), labels[:n])
+        finally:
+            for module, training in modes:
+                module.training = training
+        return torch.cat([pixel_model.normalise(adversarial).to(images.dtype), images[n:]])
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
+        if self.attack is not None:
+            images = self.adversarial_batch(images, labels)
         output = self(images)
         if isinstance(output, tuple):
             # GoogLeNet / Inception-v3 in training: (logits, auxiliary classifiers' logits...), weighted as in
