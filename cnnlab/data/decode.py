@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.transforms.v2.functional import rgb_to_grayscale_image
 
 from cnnlab.errors import CorruptImageError
 
@@ -65,7 +66,16 @@ def decode_bytes(data: Tensor, channels: int, path: str) -> Tensor:
         raise _undecodable(path, err) from None
     if image.dtype != torch.uint8:  # 16-bit PNGs decode to uint16: keep the top 8 bits, as 8-bit images have
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image
+    return _with_channels(image[0] if image.ndim == 4 else image, channels)  # an animated GIF: its first frame
+
+
+def _with_channels(image: Tensor, channels: int) -> Tensor:
+    """WebP ignores a grey read mode and returns RGB; convert what a decoder left in another colour space."""
+    if image.shape[0] == channels:
+        return image
+    if channels == 1:
+        return rgb_to_grayscale_image(image[:3])
+    return image[:1].expand(3, -1, -1).contiguous() if image.shape[0] < 3 else image[:3].contiguous()
 
 
 def _decode_with_pil(data: Tensor, channels: int) -> Tensor:

@@ -17,6 +17,7 @@ files' bytes and nvJPEG decodes the batch at once (:func:`cnnlab.data.decode.dec
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,6 +30,9 @@ from torchvision.transforms.v2 import functional as F
 from cnnlab.data.batch_augment import BATCHED, BatchPipeline
 from cnnlab.data.decode import decode_jpeg_batch, read_bytes
 from cnnlab.data.transforms import _augmentations
+from cnnlab.errors import CorruptImageError
+
+log = logging.getLogger(__name__)
 
 EVAL_RESIZE = 0.875  # evaluation: the centre crop of the image resized to size / 0.875, as ImageNet's recipes
 
@@ -119,11 +123,24 @@ def collate_encoded(samples: list[tuple[Tensor, str, int]]) -> EncodedBatch:
     return EncodedBatch([s[0] for s in samples], [s[1] for s in samples], torch.tensor([s[2] for s in samples]))
 
 
-def decode_on_device(batch: EncodedBatch, channels: int, crop: Callable[[Tensor], Tensor],
-                     device: torch.device) -> tuple[Tensor, Tensor]:
+def decode_on_device(batch: EncodedBatch, channels: int, crop: Callable[[Tensor], Tensor], device: torch.device,
+                     skip_bad: bool = False) -> tuple[Tensor, Tensor]:
     """Decode a batch on ``device`` (nvJPEG for JPEGs) and crop each image there: ``(uint8 images, labels)``.
+    With ``skip_bad`` (``data.skip_bad_images``), undecodable files are logged and left out of the batch.
 
     Untested on a GPU: the project's CI has none.
     """
-    images = decode_jpeg_batch(batch.files, batch.paths, channels, device)
-    return torch.stack([crop(image) for image in images]), batch.labels
+    try:
+        images, labels = decode_jpeg_batch(batch.files, batch.paths, channels, device), batch.labels
+    except CorruptImageError:
+        if not skip_bad:
+            raise
+        images, kept = [], []
+        for i, (data, path) in enumerate(zip(batch.files, batch.paths)):
+            try:
+                images += decode_jpeg_batch([data], [path], channels, device)
+                kept.append(i)
+            except CorruptImageError as err:
+                log.warning("Skipped an undecodable image (data.skip_bad_images=true): %s", err.user_message)
+        labels = batch.labels[kept]
+    return torch.stack([crop(image) for image in images]), labels

@@ -1,0 +1,168 @@
+"""Image folders' per-sample path: torchvision.io decoding, per-image crops, batched augmentation (data.cache=off)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab import build_datamodule, compose_config
+from cnnlab.data.decode import decode_jpeg_batch, read_bytes, read_image_file
+from cnnlab.data.sample_path import EncodedFiles, collate_encoded, decode_on_device
+from cnnlab.errors import ConfigError, CorruptImageError
+from conftest import results_of, run_cli, run_dir_of
+
+
+def pil_pixels(path: Path, channels: int) -> torch.Tensor:
+    """What the PIL loader the path used before gave (``convert``), as a (C, H, W) tensor."""
+    array = np.asarray(Image.open(path).convert("L" if channels == 1 else "RGB"))
+    tensor = torch.from_numpy(array.copy())
+    return tensor[None] if channels == 1 else tensor.permute(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One smooth colour image (a photograph's statistics, not noise) in every format the decoder handles."""
+    folder = tmp_path_factory.mktemp("formats")
+    yy, xx = np.mgrid[0:45, 0:60]
+    pixels = np.stack([xx * 4, yy * 5, 255 - xx * 2 - yy * 2], -1).clip(0, 255).astype(np.uint8)
+    files = {}
+    for name, options in (("png", {}), ("jpg", {"quality": 90}), ("bmp", {}), ("webp", {"lossless": True})):
+        files[name] = folder / f"image.{name}"
+        Image.fromarray(pixels).save(files[name], **options)
+    files["grey.png"] = folder / "grey.png"
+    Image.fromarray(pixels[..., 0]).save(files["grey.png"])
+    return files
+
+
+@pytest.mark.parametrize("name", ["png", "bmp", "webp", "grey.png"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_lossless_files_decode_to_the_same_pixels_as_pil(photo_files: dict[str, Path], name: str,
+                                                         channels: int) -> None:
+    image = read_image_file(str(photo_files[name]), channels)
+    assert image.dtype == torch.uint8 and image.shape == (channels, 45, 60)
+    reference = pil_pixels(photo_files[name], channels)
+    if channels == 1 and name != "grey.png":  # RGB → grey: libpng's weights vs PIL's, one grey level apart
+        assert (image.int() - reference.int()).abs().max() <= 1
+    else:
+        assert torch.equal(image, reference)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpegs_decode_to_pil_pixels_within_jpeg_tolerance(photo_files: dict[str, Path], channels: int) -> None:
+    image = read_image_file(str(photo_files["jpg"]), channels).int()
+    difference = (image - pil_pixels(photo_files["jpg"], channels).int()).abs()
+    # the same libjpeg-turbo decodes colour exactly; straight-to-grey skips the chroma PIL converts back
+    assert difference.float().mean() <= 1.0 and difference.max() <= 4
+
+
+def test_an_undecodable_file_is_named_with_the_usual_message(tmp_path: Path) -> None:
+    for name, content in (("broken.jpg", b"\xff\xd8\xffnot a jpeg"), ("broken.png", b"not a png at all")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CorruptImageError, match="Cannot decode image .*" + name + r" \(.+\)\. Delete or replace "
+                                                    "the file and run again; the other images are fine."):
+            read_image_file(str(tmp_path / name), 3)
+
+
+def write_colour_folder(root: Path, classes: int = 3, per_class: int = 24, seed: int = 0) -> Path:
+    """JPEGs of varied sizes whose class is their colour cast (survives random-resized crops), both splits."""
+    rng = np.random.default_rng(seed)
+    casts = rng.integers(40, 216, size=(classes, 3))
+    for split in ("train", "val"):
+        for label in range(classes):
+            (root / split / f"c{label}").mkdir(parents=True, exist_ok=True)
+            for i in range(per_class if split == "train" else per_class // 3):
+                h, w = rng.integers(30, 61, size=2)
+                pixels = np.clip(casts[label] + rng.normal(0, 25, size=(h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / f"c{label}" / f"{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def colour_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_colour_folder(tmp_path_factory.mktemp("colour") / "images")
+
+
+def per_sample(root: Path, *overrides: str):
+    dm = build_datamodule(compose_config(["data=imagefolder", f"data.root={root}", "data.image_size=32",
+                                          "data.num_workers=0", "data.batch_size=8", "data.val_split=0.25",
+                                          "data.cache=off", *overrides]))
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_training_batches_are_cropped_per_image_then_augmented_and_normalised_per_batch(colour_folder: Path) -> None:
+    dm = per_sample(colour_folder, "augmentation=[standard,colour,randaugment,random_erasing]")
+    assert dm.pipeline == "loader"
+    # RandAugment has no batched version: it runs per image, on uint8, after the crop
+    assert [type(t).__name__ for t in dm.train_sample.augmentations] == ["RandAugment"]
+    assert {fn.__name__ for fn, _ in dm.sample_batch_pipeline.on_images} == {"horizontal_flip", "random_crop",
+                                                                             "colour_jitter"}
+    loader = dm.train_dataloader()
+    assert loader.pin_memory is False  # no GPU: pinning would only cost
+    torch.manual_seed(0)
+    images, labels = dm.on_after_batch_transfer(next(iter(loader)), 0)
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    assert -3 < images.mean() < 3 and images.std() > 0.1  # normalised with the ImageNet statistics
+    # evaluation: the same centre crop every time, already normalised per image
+    first, again = dm.val_set[0][0], dm.val_set[0][0]
+    assert torch.equal(first, again) and first.shape == (3, 32, 32)
+
+
+def test_the_data_loader_keeps_workers_and_prefetches(colour_folder: Path) -> None:
+    loader = per_sample(colour_folder, "data.num_workers=1", "data.prefetch_factor=3").train_dataloader()
+    assert (loader.num_workers, loader.prefetch_factor, loader.persistent_workers) == (1, 3, True)
+    loader = per_sample(colour_folder, "data.num_workers=1", "data.persistent_workers=false",
+                        "data.pin_memory=true").train_dataloader()
+    assert (loader.persistent_workers, loader.pin_memory) == (False, True)
+
+
+def test_the_gpu_decode_path_gives_the_cpu_paths_pixels(colour_folder: Path) -> None:
+    """The GPU path's steps (bytes from workers, batched decode, crop on the device) on a CPU device, where
+    decode_jpeg_batch decodes file by file: nvJPEG itself needs a GPU, which CI lacks."""
+    dm = per_sample(colour_folder)
+    files = EncodedFiles(dm.train_set.dataset, dm.train_set.indices[:4])
+    batch = collate_encoded([files[i] for i in range(4)])
+    expected = [read_image_file(path, 3) for path in batch.paths]
+    decoded = decode_jpeg_batch(batch.files, batch.paths, 3, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(decoded, expected))
+    images, labels = decode_on_device(batch, 3, dm.train_sample, torch.device("cpu"))
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
+    assert torch.equal(labels, torch.tensor([dm.train_set.dataset.targets[i] for i in dm.train_set.indices[:4]]))
+    assert torch.equal(read_bytes(batch.paths[0]), batch.files[0])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.prefetch_factor=0", "data.prefetch_factor"),
+    ("data.pin_memory=sometimes", "data.pin_memory"),
+    ("data.persistent_workers=maybe", "data.persistent_workers"),
+    ("data.gpu_decode=nvjpeg", "data.gpu_decode"),
+])
+def test_loader_settings_are_checked(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compose_config(["data=imagefolder", "data.root=/images", override])
+
+
+def test_the_per_sample_path_trains_on_a_jpeg_folder(colour_folder: Path, tmp_path: Path) -> None:
+    result = run_cli("train", "data=imagefolder", f"data.root={colour_folder}", "data.image_size=32",
+                     "data.cache=off", "data.num_workers=2", "data.batch_size=16", "data.val_split=0.2",
+                     "augmentation=[standard,randaugment]", "optimizer=adam", "optimizer.lr=0.003",
+                     "trainer.max_epochs=3", "trainer.enable_model_summary=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = results_of(run_dir_of(result))
+    assert results["status"] == "completed"
+    assert results["test/acc"] >= 0.8  # chance: 0.33
+
+
+def test_the_gpu_decode_path_skips_undecodable_files_when_asked(colour_folder: Path, tmp_path: Path) -> None:
+    dm = per_sample(colour_folder)
+    batch = collate_encoded([EncodedFiles(dm.train_set.dataset, dm.train_set.indices[:3])[i] for i in range(3)])
+    batch.files[1], batch.paths[1] = torch.frombuffer(bytearray(b"\xff\xd8\xffbroken"), dtype=torch.uint8), "bad.jpg"
+    with pytest.raises(CorruptImageError, match="bad.jpg"):
+        decode_on_device(batch, 3, dm.train_sample, torch.device("cpu"))
+    images, labels = decode_on_device(batch, 3, dm.train_sample, torch.device("cpu"), skip_bad=True)
+    assert len(images) == 2 and torch.equal(labels, batch.labels[[0, 2]])
