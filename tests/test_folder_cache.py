@@ -61,19 +61,20 @@ def caches(cache_dir: Path, split: str) -> list[Path]:
 
 
 def test_cache_and_per_sample_paths_give_the_same_classes_splits_and_evaluation_images(tmp_path: Path) -> None:
-    root = folder(tmp_path)
+    root = write_colour_folder(tmp_path / "images", classes=3, per_class=10)  # JPEGs of many shapes
     cached = datamodule(root, tmp_path / "cache", "data.cache=memory")
     per_sample = datamodule(root, tmp_path / "cache", "data.cache=off")
     assert (cached.pipeline, per_sample.pipeline) == ("tensor", "loader")
-    assert cached.classes == per_sample.classes == ["class_0000", "class_0001", "class_0002"]
+    assert cached.classes == per_sample.classes == ["c0", "c1", "c2"]
     for ours, theirs in ((cached.train_set, per_sample.train_set), (cached.val_set, per_sample.val_set),
                          (cached.test_set, per_sample.test_set)):
         assert torch.equal(ours.labels, per_sample_labels(theirs))
-    # Evaluation: both take the centre 32-pixel crop of the image resized to 32 / 0.875 = 37 pixels.
-    ours = cached.batch_pipeline(cached.val_set.images, train=False)
-    theirs = torch.stack([per_sample.val_set[i][0] for i in range(len(per_sample.val_set))])
-    assert ours.shape == theirs.shape == (len(per_sample.val_set), 3, 32, 32)
-    assert (ours - theirs).abs().mean() < 0.02  # normalised units: about a grey level
+    # Evaluation: both take the same centre 32-pixel crop of the image resized to 32 / 0.875 = 37 pixels.
+    for ours, theirs in ((cached.val_set, per_sample.val_set), (cached.test_set, per_sample.test_set)):
+        ours = cached.batch_pipeline(ours.images, train=False)
+        theirs = torch.stack([theirs[i][0] for i in range(len(theirs))])
+        assert ours.shape == theirs.shape and ours.shape[1:] == (3, 32, 32)
+        assert torch.allclose(ours, theirs, atol=1e-5)
     # Training: each image its own random-resized crop, at the model's size.
     images, labels = cached.on_after_batch_transfer(next(iter(cached.train_dataloader())), 0)
     assert images.shape[1:] == (3, 32, 32) and images.dtype == torch.float32
@@ -192,7 +193,7 @@ def test_an_interrupted_build_resumes_with_the_shards_it_had_not_finished(tmp_pa
     assert decoded == [8, 12, 16, 20, 24, 28]  # the two finished shards (rows 0-7) were kept
     images = folder_cache.open_images(folder_cache.CacheLayout(directory, 30, 3, 37))
     assert bool((images[:8] == 7).all())
-    fresh = folder_cache.square(folder_cache.read_image_file(dm._folder_splits().train.samples[8][0], 3), 37)
+    fresh = folder_cache.square(folder_cache.read_image_file(dm._folder_splits().train.samples[8][0], 3), 37, 32)
     assert torch.equal(images[8], fresh)  # the half-written shard was decoded again
 
 

@@ -101,8 +101,9 @@ def random_resized_crop(x: Tensor, scale: Sequence[float] = (0.08, 1.0), ratio: 
 
 
 def centre_crop(x: Tensor, size: int) -> Tensor:
-    """The central ``size`` × ``size`` window of each image (a view: no copy)."""
-    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    """The central ``size`` × ``size`` window of each image (a view: no copy), placed as torchvision's
+    ``center_crop`` places it (offsets rounded half to even), so both paths evaluate on the same pixels."""
+    top, left = round((x.shape[-2] - size) / 2), round((x.shape[-1] - size) / 2)
     return x[..., top:top + size, left:left + size]
 
 
@@ -157,18 +158,25 @@ def _range(value: Any, symmetric: bool = True) -> tuple[float, float]:
 
 
 def random_affine(x: Tensor, degrees: Any = 0, translate: Sequence[float] | None = None,
-                  scale: Sequence[float] | None = None, shear: Any = None, fill: float = 0.0) -> Tensor:
-    """Per-image rotation, translation (fractions of the size), scaling and x-shear, like v2.RandomAffine."""
+                  scale: Sequence[float] | None = None, shear: Any = None, fill: float = 0.0,
+                  squeeze: Any = None) -> Tensor:
+    """Per-image rotation, translation (fractions of the size), scaling and x-shear, like v2.RandomAffine.
+
+    ``squeeze`` (batched pipeline only; torchvision has no such option) adds LeCun et al.'s (1998) squeezing: a
+    simultaneous horizontal compression and vertical elongation, or the reverse — width times 1 - s and height
+    times 1 + s, s drawn from [-squeeze, squeeze] (or a [min, max] pair)."""
     n = len(x)
     angle = torch.deg2rad(_uniform(n, *_range(degrees), x))
     shear_x = torch.deg2rad(_uniform(n, *_range(shear), x))
     zoom = _uniform(n, *_range(scale, symmetric=False), x)
     tx = _uniform(n, *_range(translate[0] if translate else 0), x) * 2  # normalised coordinates span 2
     ty = _uniform(n, *_range(translate[1] if translate else 0), x) * 2
+    squash = _uniform(n, *_range(squeeze), x)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    # forward map: rotation @ shear, scaled; affine_grid wants its inverse (output → input coordinates)
+    # forward map: rotation @ shear @ squeeze, scaled; affine_grid wants its inverse (output → input coordinates)
     forward = torch.stack([torch.stack([cos, -sin + cos * torch.tan(shear_x)], -1),
                            torch.stack([sin, cos + sin * torch.tan(shear_x)], -1)], 1) * zoom[:, None, None]
+    forward = forward * torch.stack([1 - squash, 1 + squash], -1)[:, None, :]  # columns: x and y axes
     inverse = torch.linalg.inv(forward)
     shift = -(inverse @ torch.stack([tx, ty], -1)[:, :, None])
     grid = F.affine_grid(torch.cat([inverse, shift], dim=2), list(x.shape), align_corners=False)

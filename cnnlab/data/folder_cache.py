@@ -2,15 +2,15 @@
 
 What FFCV and DALI do for large datasets, kept to what an image folder on one machine needs: every image of a
 split is decoded once (``torchvision.io``), resized so that its *shorter side* is the storage size
-(``data.cache_size``, by default the training crop's side / 0.875) and centre-cropped to a square of that side,
-and written as one row of a raw ``(N, C, S, S)`` uint8 file. Training then cuts random-resized crops of the
-model's input size out of those squares, per sample and batched on the device (``batch_augment``), and
-evaluation takes their centre crop: the same geometry as the per-sample path's ``Resize(size / 0.875)`` +
-``CenterCrop(size)``. The price of the square storage: a training crop never reaches the parts of a
+(``data.cache_size``, by default the training crop's side / 0.875) and cut to the square of that side around
+its centre, and written as one row of a raw ``(N, C, S, S)`` uint8 file. Training then cuts random-resized
+crops of the model's input size out of those squares, per sample and batched on the device (``batch_augment``),
+and evaluation takes their centre crop: pixel for pixel the per-sample path's ``Resize(size / 0.875)`` +
+``CenterCrop(size)`` (tested). The price of the square storage: a training crop never reaches the parts of a
 non-square image outside its centre square (the per-sample path's ``RandomResizedCrop`` can).
 
 The file is keyed like the small datasets' cache (``tensor_path``): the folder, every file's relative path,
-label, size and modification time, the storage size, the channels and :data:`FORMAT_VERSION`. A folder changed
+label, size and modification time, the storage size, the crop size, the channels and :data:`FORMAT_VERSION`. A folder changed
 since the cache was built (a file added, removed or rewritten) gets a new key, so it is decoded again and the
 stale copy removed. The build runs in worker processes, one shard of :data:`SHARD_IMAGES` images each, written
 in place into a preallocated ``images.u8.partial``; a shard counts as done only once its marker file is
@@ -97,6 +97,7 @@ class CacheLayout:
     count: int
     channels: int
     size: int
+    crop: int | None = None  # the evaluation crop the squares are aligned to (see ``square``)
 
     @property
     def row_bytes(self) -> int:
@@ -126,11 +127,11 @@ class CacheLayout:
 
 
 def cache_directory(cache_dir: str | Path, name: str, split: str, listing: FolderListing, size: int,
-                    channels: int) -> Path:
+                    channels: int, crop: int) -> Path:
     """``<cache_dir>/<name>-<split>-<S>px-<folder key>-<listing key>``: the folder key groups the caches of one
     folder (so stale ones can be removed), the listing key changes whenever a file does."""
     folder_key = hashlib.sha1(str(listing.folder).encode()).hexdigest()[:8]
-    listing_key = hashlib.sha1(repr((FORMAT_VERSION, size, channels, listing.classes, listing.entries()))
+    listing_key = hashlib.sha1(repr((FORMAT_VERSION, size, channels, crop, listing.classes, listing.entries()))
                                .encode()).hexdigest()[:12]
     root = Path(os.path.expanduser(str(cache_dir)))
     return root / f"{name}-{split}-{size}px-{folder_key}-{listing_key}"
@@ -184,7 +185,8 @@ def choose(spec: Mapping[str, Any], unbatched: Sequence[str], count: Callable[[]
     needed = decoded_bytes(count_, channels, size)
     what = f"{count_:,} images at {size}×{size} px, {human_bytes(needed)}"
     if mode == "memory" or spec["pipeline"] == "tensor":
-        return True, f"data.cache=memory: training from the decoded cache ({what})"
+        setting = "data.cache=memory" if mode == "memory" else "data.pipeline=tensor"
+        return True, f"{setting}: training from the decoded cache ({what})"
     share = spec.get("cache_memory_fraction", 0.5)
     budget = share * available_memory()
     if needed <= budget:
@@ -242,14 +244,25 @@ class MappedRows(ImageTensors):
 
 # --- decoding one shard (runs in a worker process) ----------------------------------------------------------------
 
-def square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Shorter side resized to ``size`` (antialiased), then the centre ``size`` × ``size`` square."""
+def square(image: torch.Tensor, size: int, crop: int | None = None) -> torch.Tensor:
+    """Shorter side resized to ``size`` (antialiased), then the ``size`` × ``size`` square around the centre.
+
+    With ``crop``, the square sits where its own centre ``crop`` × ``crop`` window is exactly the per-sample
+    path's evaluation crop (torchvision's ``center_crop`` of the resized image): two centre crops in a row can
+    otherwise land a pixel away from one, as each rounds its offset.
+    """
     image = TF.resize(image, [size], antialias=True)
-    return TF.center_crop(image, [size, size])
+    height, width = image.shape[-2:]
+    if crop is None:
+        return TF.center_crop(image, [size, size])
+    inner = round((size - crop) / 2)
+    top = min(max(round((height - crop) / 2) - inner, 0), height - size)
+    left = min(max(round((width - crop) / 2) - inner, 0), width - size)
+    return image[..., top:top + size, left:left + size]
 
 
-def _decode_shard(partial: str, rows: range, paths: Sequence[str], size: int, channels: int, skip_bad: bool,
-                  marker: str) -> list[tuple[int, str, str]]:
+def _decode_shard(partial: str, rows: range, paths: Sequence[str], size: int, crop: int | None, channels: int,
+                  skip_bad: bool, marker: str) -> list[tuple[int, str, str]]:
     """Decode ``paths`` into rows ``rows`` of the partial file, then mark the shard done.
 
     Returns the files skipped as undecodable (row, path, reason); without ``skip_bad`` the first one raises.
@@ -259,7 +272,7 @@ def _decode_shard(partial: str, rows: range, paths: Sequence[str], size: int, ch
     bad: list[tuple[int, str, str]] = []
     for i, (row, path) in enumerate(zip(rows, paths)):
         try:
-            block[i] = square(read_image_file(path, channels), size).numpy()
+            block[i] = square(read_image_file(path, channels), size, crop).numpy()
         except CorruptImageError as err:
             if not skip_bad:
                 raise
@@ -305,6 +318,7 @@ def build(layout: CacheLayout, listing: FolderListing, workers: int, skip_bad: b
         log.info("Resuming the cache of %s: %d of %d shards were already decoded", listing.folder,
                  len(shards) - len(todo), len(shards))
     tasks = [(str(layout.partial_file), shards[i], listing.paths[shards[i].start:shards[i].stop], layout.size,
+              layout.crop,
               layout.channels, skip_bad, str(layout.marker(i))) for i in todo]
     with tqdm(total=sum(len(shards[i]) for i in todo), desc=desc, unit="img", leave=False,
               dynamic_ncols=True) as progress:
@@ -405,8 +419,9 @@ def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[Ma
     as undecodable (``data.skip_bad_images``)."""
     listing = FolderListing.of(dataset)
     size, channels = storage_size(spec), spec["channels"]
-    directory = cache_directory(spec["cache_dir"], spec["name"], split, listing, size, channels)
-    layout = CacheLayout(directory, len(listing), channels, size)
+    crop = spec["image_size"]
+    directory = cache_directory(spec["cache_dir"], spec["name"], split, listing, size, channels, crop)
+    layout = CacheLayout(directory, len(listing), channels, size, crop)
     index = read_index(layout)
     if index is None:
         with _building(directory):  # concurrent runs on one folder (a sweep's trials): one builds, the rest wait
