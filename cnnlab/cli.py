@@ -39,6 +39,9 @@ commands:
   recipes list|show|validate every recipe visible (built-in, --config-dir, CNNLAB_RECIPES, recipe packages);
                              show NAME: its composed config, changed lines marked; validate: CI's check
   sweep-summary <sweep_dir>  summary.csv, summary.md and plots of a finished or running sweep
+  report [--runs DIR ...] [--run] [overrides]
+                             the lectures' papers' tables with cnnlab's figures beside them (counts, mean ± std
+                             over seeds, verdicts), from finished runs; --run first launches the missing ones
 
 models: lenet5_bn (the default: LeNet-5 with batch norm), lenet5, linear, mlp, lecun1989, alexnet, vgg, googlenet,
         inception_v3, resnet, resnet_cifar, plain_cifar   (cnnlab train --help lists every config group)
@@ -352,6 +355,12 @@ def _diff(args: Sequence[str]) -> int:
     return diff(args)
 
 
+def _paper_report(args: Sequence[str]) -> int:
+    from cnnlab.report.command import main as report  # checks its arguments before torch loads
+
+    return report(args)
+
+
 def _recipes(args: Sequence[str]) -> int:
     from cnnlab.recipes import main as recipes  # Hydra only; `validate` loads torch when it trains
 
@@ -361,7 +370,7 @@ def _recipes(args: Sequence[str]) -> int:
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": _train, "resume": _resume, "eval": _eval, "summary": _summary,
     "analyze": _analyze, "sweep-summary": _sweep_summary, "recipes": _recipes,
-    "rerun": _rerun, "diff": _diff}
+    "rerun": _rerun, "diff": _diff, "report": _paper_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
