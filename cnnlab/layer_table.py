@@ -29,6 +29,7 @@ class ModelSummary:
     trainable: int
     macs: int
     links: int | None  # connections, for models that define them
+    units: int | None = None  # units (input pixels included), for models that count them (LeCun 1989)
 
     def table(self) -> str:
         show_links = self.links is not None
@@ -43,7 +44,8 @@ class ModelSummary:
                   f"parameters {self.params:,} ({self.trainable:,} trainable)",
                   f"MACs per image {self.macs:,}"]
         if show_links:
-            totals.append(f"links (connections) {self.links:,}, free weights {self.params:,}")
+            units = f"units {self.units:,}, " if self.units is not None else ""
+            totals.append(f"{units}links (connections) {self.links:,}, free weights {self.params:,}")
         return "\n".join([lines[0], rule, *lines[1:], rule, *totals])
 
 
@@ -88,5 +90,5 @@ def summarize(net: nn.Module, input_shape: Sequence[int]) -> ModelSummary:
     return ModelSummary(
         input_shape=tuple(input_shape), rows=rows, params=sum(p.numel() for p in net.parameters()),
         trainable=sum(p.numel() for p in net.parameters() if p.requires_grad),
-        macs=counter.get_total_flops() // 2, links=links,
+        macs=counter.get_total_flops() // 2, links=links, units=net.units() if hasattr(net, "units") else None,
     )

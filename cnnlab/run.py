@@ -239,11 +239,12 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
                                                                                        LAST_CHECKPOINT))) if path}
             if best:  # the weights only: the callbacks keep the state of the finished fit (its history)
                 classifier.load_state_dict(read_checkpoint(best, purpose="testing the best checkpoint")["state_dict"])
-            tested = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]
+            # one dict per test dataloader (two with data.full_test: the subset, then the whole test split)
+            tested = {k: v for d in trainer.test(classifier, datamodule=datamodule, verbose=False) for k, v in d.items()}
             record.update(best_checkpoint=best or None, **{"val/acc_best": history.best("val/acc"),
                                                            "val/loss_best": history.lowest("val/loss")})
             record.update(**_analyses(cfg, run_dir, classifier, datamodule, best or checkpoints.get("last"), loggers))
-            record.complete({k: v for k, v in tested.items() if k.startswith("test/")})
+            record.complete({k: v for k, v in tested.items() if k.startswith(("test/", "test_full/"))})
             return record.data
         except RunInterrupted as err:
             _close_progress_bars(trainer)

@@ -72,6 +72,10 @@ OPTIMIZER: dict[str, Rule] = {
     "weight_decay": Rule(NON_NEGATIVE, meaning="the L2 penalty", hint="0 turns it off; typical values: 1e-4 to 5e-4."),
     "eps": Rule(POSITIVE, meaning="the term added to the denominator for numerical stability",
                 hint="Typical value: 1e-8."),
+    "mu": Rule(POSITIVE, meaning="the damping added to each weight's curvature (optimizer=sdlm)",
+               hint="LeNet-5's paper: 0.02."),
+    "samples": Rule(Whole(1), meaning="the number of training patterns each curvature estimate uses (optimizer=sdlm)",
+                    hint="The paper: 500."),
     "alpha": Rule(BELOW_ONE, meaning="the smoothing constant of the squared-gradient average",
                   hint="Typical value: 0.99."),
 }
@@ -96,6 +100,10 @@ SCHEDULER: dict[str, Rule] = {
     "milestones": Rule(Satisfies(_increasing_positive, "a list of increasing whole numbers of at least 1"),
                        meaning="the list of epochs (steps with interval=step) at which the rate decays",
                        hint="For example: scheduler.milestones=[30,60]."),
+    "factors": Rule(Satisfies(lambda v: v is None or (isinstance(v, list) and len(v) > 0 and all(
+        POSITIVE.accepts(x) for x in v)), "null or a list of positive numbers, one per milestone"),
+        meaning="the multipliers of the initial rate from each milestone on",
+        hint="For example: scheduler.milestones=[2,5] scheduler.factors=[0.4,0.2]."),
     "t_max": Rule(Whole(1, optional=True), meaning="the length of the cosine's half period",
                   hint="Leave it null to anneal over the whole run."),
     "eta_min": Rule(NON_NEGATIVE, meaning="the rate the cosine anneals to"),
@@ -221,7 +229,11 @@ AUGMENTATION: dict[str, dict[str, Rule]] = {
                       "translate": Rule(Satisfies(lambda v: isinstance(v, list) and len(v) == 2
                                                   and all(PROBABILITY.accepts(x) for x in v),
                                                   "a pair of fractions in [0, 1] (horizontal, vertical)")),
-                      "scale": Rule(_pair(0, None, positive=True))},
+                      "scale": Rule(_pair(0, None, positive=True)),
+                      "squeeze": Rule(Satisfies(lambda v: v is None or Number(0, 1, high_open=True).accepts(v)
+                                                or _pair(-1, 1).test(v) and -1 < v[0] and v[1] < 1,
+                                                "a number in [0, 1), or a [min, max] pair in (-1, 1)"),
+                                      meaning="the spread of LeCun's squeezing (width x (1-s), height x (1+s))")},
     "random_rotation": {"degrees": SPREAD},
     "random_perspective": {"p": PROBABILITY_RULE, "distortion_scale": Rule(PROBABILITY)},
     "randaugment": {"num_ops": Rule(Whole(0), meaning="the number of operations applied to each image"),

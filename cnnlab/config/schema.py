@@ -104,6 +104,17 @@ class RMSpropConfig:
 
 
 @dataclass
+class SDLMConfig:
+    """Stochastic diagonal Levenberg-Marquardt (cnnlab.training.sdlm): step lr / (mu + h_kk) per weight."""
+
+    name: str = "sdlm"
+    lr: float = 5e-4
+    mu: float = 0.02  # bounds the step where the curvature h_kk is tiny
+    samples: int = 500  # training patterns each curvature estimate (before every pass) uses
+    weight_decay: float = 0.0
+
+
+@dataclass
 class SchedulerConfig:
     name: str = "none"
     interval: str = "epoch"  # "epoch" or "step": the unit of every count below
@@ -121,6 +132,9 @@ class StepSchedulerConfig(SchedulerConfig):
 class MultiStepSchedulerConfig(SchedulerConfig):
     milestones: List[int] = field(default_factory=lambda: [30, 60])
     gamma: float = 0.1
+    # null: the rate is multiplied by gamma at each milestone; a list (one per milestone): the rate is the initial
+    # one times factors[i] from milestones[i] on (LeNet-5's 20-pass schedule: not a geometric sequence)
+    factors: Optional[List[float]] = None
 
 
 @dataclass
@@ -212,7 +226,7 @@ class TrainingConfig:
 
 SCHEMAS = {
     "data": {"base": DataConfig, "folder": FolderDataConfig},
-    "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "rmsprop": RMSpropConfig},
+    "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "rmsprop": RMSpropConfig, "sdlm": SDLMConfig},
     "scheduler": {
         "none": SchedulerConfig,
         "step": StepSchedulerConfig,

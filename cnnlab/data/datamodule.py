@@ -269,6 +269,17 @@ class ImageDataModule(pl.LightningDataModule):
         return TensorBatches(data, self._batch_size(train), shuffle=train, seed=self.seed, rank=rank,
                              world_size=world)
 
+    def training_sample(self, n: int, epoch: int = 0) -> torch.Tensor:
+        """``n`` training images drawn at random (anew for each ``epoch``), normalised as the network sees them
+        without augmentation: what optimizer=sdlm estimates its curvature on."""
+        if self.pipeline != "tensor":
+            raise ConfigError("optimizer=sdlm estimates its curvature on in-memory training images: use "
+                              "data.pipeline=tensor (or auto) for it.")
+        self.setup()
+        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(self.seed + epoch))
+        index = order[:n].to(self.train_set.images.device)
+        return self.batch_pipeline(self.train_set.images.index_select(0, index), train=False)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not isinstance(batch, (tuple, list)):
             return batch  # a lone tensor is a model input already (the model summary's example image)

@@ -65,6 +65,64 @@ class SharedConv2d(nn.Conv2d):
         return units * (self.weight[0].numel() + 1)
 
 
+class PartialSharedConv2d(nn.Module):
+    """A shared convolution in which each output map reads only the input maps ``table`` lists for it, with a
+    separate bias for every unit (the zip-code network's H2: 12 maps, each reading 8 of H1's 12).
+
+    Only the listed kernels are parameters (``weight`` holds them back to back, every map reading as many input
+    maps); each forward pass places them in a full kernel tensor whose other entries are fixed zeros, so the
+    layer stays one convolution call. ``torch`` has grouped convolutions, but groups cannot overlap as the
+    paper's connection pattern does.
+    """
+
+    def __init__(self, table: tuple[tuple[int, ...], ...], in_size: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0) -> None:
+        super().__init__()
+        reads = {len(inputs) for inputs in table}
+        if len(reads) != 1:
+            raise ValueError("every output map must read the same number of input maps")
+        self.reads = reads.pop()
+        in_maps = 1 + max(max(inputs) for inputs in table)
+        self.full_shape = (len(table), in_maps, kernel_size, kernel_size)
+        self.stride, self.padding = stride, padding
+        self.out_size = _output_size(in_size, kernel_size, stride, padding)
+        slots = [out * in_maps + inp for out, inputs in enumerate(table) for inp in inputs]
+        self.register_buffer("slots", torch.tensor(slots), persistent=False)
+        fan_in = self.reads * kernel_size * kernel_size
+        bound = 1 / math.sqrt(fan_in)
+        self.weight = nn.Parameter(torch.empty(len(table), self.reads, kernel_size, kernel_size).uniform_(-bound, bound))
+        self.unit_bias = nn.Parameter(torch.empty(len(table), self.out_size, self.out_size).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out_maps, in_maps, k, _ = self.full_shape
+        flat = self.weight.reshape(-1, k, k)
+        kernels = flat.new_zeros(out_maps * in_maps, k, k).index_copy(0, self.slots, flat)
+        return F.conv2d(x, kernels.view(self.full_shape), stride=self.stride, padding=self.padding) + self.unit_bias
+
+    def connections(self) -> int:
+        return self.unit_bias.numel() * (self.weight[0].numel() + 1)
+
+    def extra_repr(self) -> str:
+        out_maps, in_maps, k, _ = self.full_shape
+        return (f"{in_maps} -> {out_maps} maps, each reading {self.reads}, kernel_size=({k}, {k}), "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class ConstantPad(nn.Module):
+    """Pads the feature maps with a constant: -1, the background of images scaled to -1..1, in the zip-code
+    network (Karpathy's reproduction pads so)."""
+
+    def __init__(self, padding: int, value: float) -> None:
+        super().__init__()
+        self.padding, self.value = padding, value
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x, (self.padding,) * 4, value=self.value)
+
+    def extra_repr(self) -> str:
+        return f"padding={self.padding}, value={self.value}"
+
+
 def linear_connections(layer: nn.Linear) -> int:
     return layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0)
 

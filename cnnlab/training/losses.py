@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -24,10 +24,29 @@ def _mse_on_one_hot(num_classes: int, label_smoothing: float) -> Loss:
     return loss
 
 
-def build_loss(name: str, num_classes: int, label_smoothing: float = 0.0) -> Loss:
+def _mse_to_targets(num_classes: int, off: float, on: float) -> Loss:
+    """Squared error between the network's outputs themselves and target values: ``on`` for the image's class,
+    ``off`` for the others — LeCun's 1989 networks, whose scaled-tanh output units are trained towards ±1
+    (the values where 1.7159 tanh(2x/3) has its largest second derivative, so the targets never saturate it).
+    The mean over the outputs, as ``F.mse_loss``: per pattern it is the paper's sum of squares divided by the
+    number of outputs, a constant factor the learning rate absorbs."""
+
+    def loss(outputs: Tensor, target: Tensor) -> Tensor:
+        wanted = torch.full_like(outputs, off).scatter_(1, target[:, None], on)
+        return F.mse_loss(outputs, wanted)
+
+    return loss
+
+
+def build_loss(name: str, num_classes: int, label_smoothing: float = 0.0,
+               targets: Sequence[float] | None = None) -> Loss:
+    """``targets`` ([off, on]) only for ``mse``: compare the outputs themselves to these values instead of the
+    softmax probabilities to one-hot vectors."""
     if name == "cross_entropy":
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     if name == "mse":
+        if targets is not None:
+            return _mse_to_targets(num_classes, float(targets[0]), float(targets[1]))
         return _mse_on_one_hot(num_classes, label_smoothing)
     raise ConfigError(f"Unknown loss '{name}'. Valid losses: cross_entropy, mse. Set loss=<name>.")
 

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from cnnlab.attacks import Attack, PixelModel
 from cnnlab.training.losses import build_loss, l1_penalty
 from cnnlab.training.optim import build_optimizer, build_schedule
+from cnnlab.training.sdlm import DiagonalLevenbergMarquardt, output_curvature
 
 TOP5_MIN_CLASSES = 6  # top-5 accuracy is only informative with more than five classes
 
@@ -105,13 +106,15 @@ class ImageClassifier(pl.LightningModule):
             # A plain attribute holding a tuple: registered as a submodule, the wrapper would put a second copy of
             # the network's weights in every checkpoint.
             self._pixel_model = (PixelModel(model, *normalisation),)
-        self.criterion = build_loss(loss["name"], num_classes, loss["label_smoothing"])
+        self.criterion = build_loss(loss["name"], num_classes, loss["label_smoothing"], loss.get("targets"))
         self.l1 = loss["l1"]
         self.run_config = dict(run_config) if run_config is not None else None
         self.train_accuracy = EpochMean()
         self.val_metrics = _accuracies(num_classes, "val/")
         self.test_metrics = _accuracies(num_classes, "test/")
-        self.losses = {"train": EpochMean(), "val": EpochMean(), "test": EpochMean()}
+        # data.full_test: a second test dataloader, the whole test split beside the subset the recipe tests on
+        self.test_full_metrics = _accuracies(num_classes, "test_full/")
+        self.losses = {"train": EpochMean(), "val": EpochMean(), "test": EpochMean(), "test_full": EpochMean()}
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` (the running hook's name, or None) before and after every hook it
@@ -198,11 +201,16 @@ class ImageClassifier(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val", self.val_metrics, loss_name="val/loss")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:
+            self._evaluate(batch, self.test_metrics, "test")
+        else:  # the whole test split (data.full_test)
+            self._evaluate(batch, self.test_full_metrics, "test_full")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics, loss_name="test/loss")
+        if self.losses["test_full"].count:
+            self._log_epoch("test_full", self.test_full_metrics, loss_name="test_full/loss")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:
@@ -217,6 +225,15 @@ class ImageClassifier(pl.LightningModule):
         if means is not None:
             self.train_accuracy.load_state_dict(means["train_acc"])
             self.losses["train"].load_state_dict(means["train_loss"])
+
+    def on_train_epoch_start(self) -> None:
+        # optimizer=sdlm: each weight's curvature, re-estimated on a sample of training patterns before each pass
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        if isinstance(optimizer, DiagonalLevenbergMarquardt):
+            images = self.trainer.datamodule.training_sample(optimizer.samples, epoch=self.current_epoch)
+            loss = self.hparams.loss
+            optimizer.estimate_curvature(self.model, images.to(self.device), output_curvature(
+                loss["name"], self.hparams.num_classes, loss.get("targets")))
 
     def configure_optimizers(self) -> Any:
         # Frozen layers (model.freeze) are left out, so weight decay does not shrink them either.

@@ -8,12 +8,14 @@ import torch
 from torch.optim import lr_scheduler
 
 from cnnlab.errors import ConfigError
+from cnnlab.training.sdlm import DiagonalLevenbergMarquardt
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "rmsprop": torch.optim.RMSprop,
+    "sdlm": DiagonalLevenbergMarquardt,  # LeCun's per-weight steps; its curvature is set by the classifier
 }
 
 
@@ -48,6 +50,18 @@ def build_optimizer(
     return OPTIMIZERS[name](params, **options)
 
 
+class _piecewise:
+    """The rate multiplier of a piecewise-constant schedule: ``factors[i]`` from ``milestones[i]`` on (1 before
+    the first). A class rather than a closure, so LambdaLR's state stays picklable in checkpoints."""
+
+    def __init__(self, milestones: list[int], factors: list[float]) -> None:
+        self.milestones, self.factors = milestones, factors
+
+    def __call__(self, epoch: int) -> float:
+        passed = sum(1 for m in self.milestones if epoch >= m)
+        return 1.0 if passed == 0 else float(self.factors[passed - 1])
+
+
 def _main_schedule(
     optimizer: torch.optim.Optimizer, config: Mapping[str, Any], total: int
 ) -> lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau | None:
@@ -57,6 +71,12 @@ def _main_schedule(
     if name == "step":
         return lr_scheduler.StepLR(optimizer, step_size=config["step_size"], gamma=config["gamma"])
     if name == "multistep":
+        if config.get("factors"):
+            if len(config["factors"]) != len(config["milestones"]):
+                raise ConfigError(f"scheduler.factors has {len(config['factors'])} values for "
+                                  f"{len(config['milestones'])} milestones: give one factor per milestone "
+                                  f"(scheduler.milestones={list(config['milestones'])}).")
+            return lr_scheduler.LambdaLR(optimizer, _piecewise(list(config["milestones"]), list(config["factors"])))
         return lr_scheduler.MultiStepLR(optimizer, milestones=list(config["milestones"]), gamma=config["gamma"])
     if name == "cosine":
         t_max = config["t_max"] or max(total - config["warmup"], 1)
