@@ -318,8 +318,7 @@ def build(layout: CacheLayout, listing: FolderListing, workers: int, skip_bad: b
         log.info("Resuming the cache of %s: %d of %d shards were already decoded", listing.folder,
                  len(shards) - len(todo), len(shards))
     tasks = [(str(layout.partial_file), shards[i], listing.paths[shards[i].start:shards[i].stop], layout.size,
-              layout.crop,
-              layout.channels, skip_bad, str(layout.marker(i))) for i in todo]
+              layout.crop, layout.channels, skip_bad, str(layout.marker(i))) for i in todo]
     with tqdm(total=sum(len(shards[i]) for i in todo), desc=desc, unit="img", leave=False,
               dynamic_ncols=True) as progress:
         if workers <= 1 or len(tasks) <= 1:
@@ -345,7 +344,7 @@ def build(layout: CacheLayout, listing: FolderListing, workers: int, skip_bad: b
              "classes": listing.classes, "skipped": bad}
     try:
         layout.partial_file.replace(layout.images_file)
-    except FileNotFoundError:  # a concurrent builder of the same cache finished first
+    except FileNotFoundError:  # another builder finished first (without flock: Windows)
         if not layout.images_file.exists():
             raise
     _write_atomically(layout.directory / "listing.json", json.dumps(listing.entries()))
