@@ -127,6 +127,15 @@ PLANS: dict[str, Run | NotHere] = {
     "analysis.features.pca=0.95": Run(extra=(), says="analysis/features/classifier.1/linear_svm_acc"),
     "cnnlab train experiment=lenet5_mnist analysis=[features,confusion]": Run(
         extra=(*SHORT, *MNIST, "analysis.features.max_train=5000"), needs_mnist=True, slow=True),
+    # ... filters, feature maps, class activation maps (tests/test_analysis_visual.py)
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[filters,feature_maps,cam]": Run(
+        extra=(), says="analysis/cam/average_drop"),
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[cam] analysis.cam.method=gradcampp analysis.cam.layer=features.2": Run(
+        extra=(), says="analysis/cam/top1_prob_mean"),
+    "cnnlab train experiment=lenet5_mnist analysis=[filters,feature_maps,cam]": Run(
+        extra=(*SHORT, *MNIST), needs_mnist=True, slow=True),
+    "cnnlab train model=resnet_cifar data.image_size=28 analysis=[cam] analysis.cam.method=cam": Run(
+        extra=(*SHORT, "trainer.limit_train_batches=5"), says="analysis/cam/average_drop", slow=True),
     "cnnlab train experiment=transfer_pretrain data.root=../shared/data": Run(extra=(*SHORT, *MNIST),
                                                                               needs_mnist=True, slow=True),
     'cnnlab train -m experiment=transfer_finetune model.weights=RUN,null "model.freeze=[],conv,lower_conv" '

@@ -188,10 +188,19 @@ def write_json(path: Path, data: Any) -> None:
 def check_analyses(cfg: DictConfig, net: nn.Module) -> None:
     """The checks of the analyses ``cfg`` lists that need the built network (layer names), run before training so
     that a wrong name fails in seconds rather than after the run."""
+    import inspect
+
     for name in cfg.get("analysis") or {}:
         module = importlib.import_module(ANALYSES[name])
         if hasattr(module, "check"):
-            module.check(net, OmegaConf.to_container(cfg.analysis[name], resolve=True))
+            options = OmegaConf.to_container(cfg.analysis[name], resolve=True)
+            if "example" in inspect.signature(module.check).parameters:  # checks that need a forward pass
+                device = next((p.device for p in net.parameters()), torch.device("cpu"))
+                example = torch.randn(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size,
+                                      generator=torch.Generator().manual_seed(0)).to(device)
+                module.check(net, options, example=example)
+            else:
+                module.check(net, options)
 
 
 def run_analyses(cfg: DictConfig, run_dir: str | Path, names: Sequence[str], checkpoint: str | None = None,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnlab.analysis.common import AnalysisContext, write_json
+from cnnlab.analysis.layers import check_layers
 from cnnlab.errors import ConfigError
 
 CACHE_FILE = "features.npz"
@@ -52,31 +53,18 @@ def final_classifier(net: nn.Module, example: Tensor) -> str:
     return order[-1]
 
 
-def layer_names(net: nn.Module) -> list[str]:
-    """The layer names ``cnnlab summary`` prints (the leaf modules)."""
-    return [n for n, m in net.named_modules() if n and not any(m.children())]
-
-
 def resolve_layers(net: nn.Module, requested: list[str] | None, example: Tensor) -> dict[str, tuple[str, str]]:
     """``{key: (module name, "input" | "output")}`` for the requested layers; the default is the input of the
     final classifier. An unknown name is a ``ConfigError`` listing the valid ones."""
-    modules = dict(net.named_modules())
     if not requested:
         return {DEFAULT_LAYER: (final_classifier(net, example), "input")}
-    unknown = [name for name in requested if name not in modules or not name]
-    if unknown:
-        raise ConfigError(f"analysis.features.layers: this {type(net).__name__} has no layer {', '.join(unknown)}. "
-                          f"Its layers (as cnnlab summary prints them): {', '.join(layer_names(net))}; containers "
-                          f"such as {', '.join(sorted({n.split('.')[0] for n in layer_names(net)}))} work too.")
+    check_layers(net, "analysis.features.layers", requested)
     return {name: (name, "output") for name in requested}
 
 
 def check(net: nn.Module, options: Mapping[str, Any]) -> None:
     """What can be checked before training: the layer names exist in ``net``."""
-    if options.get("layers"):
-        modules = dict(net.named_modules())
-        if any(name not in modules or not name for name in options["layers"]):
-            resolve_layers(net, list(options["layers"]), torch.zeros(0))  # raises, listing the valid names
+    check_layers(net, "analysis.features.layers", options.get("layers"))
 
 
 def _pooled(value: Any) -> Tensor:
