@@ -337,15 +337,20 @@ def _preamble(args: ReportArgs, found: Sequence, changing: Sequence[str], launch
     commit = f", commit {str(code['commit'])[:10]}{' (modified)' if code.get('dirty') else ''}" if code.get("commit") \
         else ""
     lines = [f"{datetime.now().strftime('%Y-%m-%d %H:%M')}, cnnlab {cnnlab.__version__}{commit}. Runs read from "
-             f"{', '.join(str(f) for f in args.runs)}: {len(found)} run folders."]
+             f"{', '.join(str(f) for f in args.runs)}: {_plural(len(found), 'run folder')}."]
     if changing:
         lines += ["", f"**These figures are of runs made with {' '.join(changing)}, not of the recipes as published.**"]
     if launches:
         failed = [la for la in launches.values() if la.status]
-        lines += ["", f"--run launched {len(launches)} sweeps ({sum(len(la.seeds) for la in launches.values())} runs) "
-                      f"in {launch_seconds / 60:.1f} min" + (f"; {len(failed)} exited with an error" if failed else "")
+        runs = sum(len(la.seeds) for la in launches.values())
+        lines += ["", f"--run launched {_plural(len(launches), 'sweep')} ({_plural(runs, 'run')}) in "
+                      f"{launch_seconds / 60:.1f} min" + (f"; {len(failed)} exited with an error" if failed else "")
                   + "."]
     return lines
+
+
+def _plural(n: int, thing: str) -> str:
+    return f"{n} {thing}{'s' * (n != 1)}"
 
 
 def main(args: Sequence[str]) -> int:

@@ -5,7 +5,8 @@
 - ``connections`` (the papers' "links"): every use of a weight, plus one per bias, summed over the layers. A shared
   convolution kernel counts once per output position; a network or layer that defines ``connections()`` (LeCun's
   1989 networks and their locally connected and shared layers) counts itself.
-- ``units``: the input units plus the output units of every layer with weights of its own.
+- ``units``: the input units plus the output units of every layer with weights of its own (or the network's own
+  ``units()``, as LeCun's 1989 networks count them).
 
 No library counts connections this way (``torch.utils.flop_counter`` counts multiply-accumulates, which leave
 out biases and count LeNet-5's subsampling differently), hence the small rule table below.
@@ -98,7 +99,8 @@ def count(net: nn.Module, input_shape: tuple[int, int, int], measures: Sequence[
         connections: int | None = int(net.connections())
     else:
         connections = None if any(c is None for c in per_layer) else sum(c for c in per_layer if c is not None)
-    units = int(torch.Size(input_shape).numel()) + sum(outputs[id(m)][0].numel() for m in ran)
+    units = int(net.units()) if hasattr(net, "units") else \
+        int(torch.Size(input_shape).numel()) + sum(outputs[id(m)][0].numel() for m in ran)
     return Counts(parameters, free, connections, units)
 
 

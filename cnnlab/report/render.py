@@ -86,8 +86,8 @@ def _figure_cell(outcome: Outcome, index: int) -> str:
 def _notes(outcome: Outcome) -> str:
     runs, notes = outcome.runs, []
     wanted = outcome.row.seeds
-    if outcome.state == MEASURED and outcome.figure is not None and outcome.figure.n < wanted:
-        notes.append(f"{outcome.figure.n} of {wanted} seeds")
+    if outcome.state == MEASURED and len(runs.counted) < wanted:
+        notes.append(f"{len(runs.counted)} of {wanted} seeds")
     if runs.failed:
         notes.append(f"{len(runs.failed)} failed")
     if runs.unfinished:
@@ -131,7 +131,7 @@ def _to_do(report: PaperReport) -> list[str]:
         elif o.state == NO_DATA:
             entries.setdefault((f"data not available here ({o.detail}); on a machine that has it: `{command}`",
                                 o.row.training), []).append(o)
-        elif o.state != MEASURED:
+        elif o.state != MEASURED and not o.runs.failed:  # failed runs: listed one by one below
             entries.setdefault((f"{o.state}: {o.detail}", o.row.training), []).append(o)
         failures += [f"- {o.row.network} ({o.row.training}): {run.status} run {run.run_dir}: {run.error}"
                      for run in o.runs.failed]
@@ -156,9 +156,9 @@ def markdown(reports: Sequence[PaperReport], preamble: Sequence[str]) -> str:
             lines += ["", "Rows without a figure, and runs that failed:", "", *to_do]
         lines += ["", f"*Note.* {paper.footnote}"]
     lines += ["", "*Verdicts.* ✓ matches: cnnlab's mean, rounded as the paper prints its figure, is at least as good "
-                  "as the paper's. ≈ within noise: short of it by at most 2 standard errors (the spread over seeds, "
-                  "std/√n, combined with the test set's sampling error, √(a(1−a)/N) for accuracy a on N test "
-                  "images). ✗ below: short by more. A run counts for a row only if its saved config is the recipe's "
+                  "as the paper's. ≈ within noise: short of it by at most 2 standard errors of the difference (the spread "
+                  "over seeds, std/√n, combined with the sampling error of cnnlab's and the paper's test sets, "
+                  "√(a(1−a)/N) for accuracy a on N test images). ✗ below: short by more. A run counts for a row only if its saved config is the recipe's "
                   "(up to the seed, the data's folder, loggers, devices and precision); others are listed in "
                   "runs.csv as not counted, with the keys that differ."]
     return "\n".join(lines) + "\n"
