@@ -284,8 +284,9 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
     return rows
 
 
-def report(runs: dict[str, list[dict]], machine: dict, folder: Folder, epochs: int, rounds: int,
-           costs: list[tuple[str, float]]) -> str:
+def report(runs: dict[str, list[dict]], machine: dict, folder: Folder, epochs: int, rounds: tuple[int, int],
+           costs: list[tuple[str, float]], files: int) -> str:
+    """The Markdown section: medians over the ``rounds[0]`` rounds done of ``rounds[1]``, ratios, per-image costs."""
     import torch
     import torchvision
 
@@ -298,12 +299,13 @@ def report(runs: dict[str, list[dict]], machine: dict, folder: Folder, epochs: i
         f"torchvision {torchvision.__version__}. Load average (1, 5, 15 min) before: "
         f"{', '.join(f'{v:.2f}' for v in machine['load_before'])}; after: "
         f"{', '.join(f'{v:.2f}' for v in machine['load_after'])}. Command: "
-        f"`python benchmarks/bench_image_folder.py --rounds {rounds}`"
-        + (" `--small`" if folder.train < 20_000 else "") + ".",
+        f"`python benchmarks/bench_image_folder.py --rounds {rounds[1]}`"
+        + (" `--small`" if folder.train < 20_000 else "")
+        + ("" if rounds[0] == rounds[1] else f" (cut short: {rounds[0]} of {rounds[1]} rounds done)") + ".",
         "",
         f"{folder.train:,} training + {folder.val:,} validation JPEGs, {folder.size}×{folder.size}, "
         f"{folder.classes} classes; modern LeNet-5 at 64 px, batch 64, {epochs} epochs, 2 DataLoader workers; "
-        f"{rounds} rounds in rotating order, medians.",
+        f"{rounds[0]} round{'s' if rounds[0] > 1 else ''} in rotating order, medians.",
         "",
         "| path | train images/s, epoch 1 | from epoch 2 | wall | peak RSS (largest process) | peak PSS (process "
         "tree) | test top-1 |",
@@ -320,7 +322,7 @@ def report(runs: dict[str, list[dict]], machine: dict, folder: Folder, epochs: i
         lines.append(f"| {name} / baseline | {value:.2f} | {f'≥ {target}' if target else '(no target)'} | "
                      f"{verdict} |")
     lines += ["", "Where the time goes, per training image (one thread, as in a DataLoader worker; best of 3 passes "
-              "over 300 files):", "", "| work | µs / image |", "|---|---|"]
+              f"over {files} files):", "", "| work | µs / image |", "|---|---|"]
     lines += [f"| {what} | {us:.0f} |" for what, us in costs]
     return "\n".join(lines) + "\n"
 
@@ -351,9 +353,10 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     root = write_folder(work / ("folder-small" if args.small else "folder"), folder)
-    costs = where_the_time_goes(root)
+    files = 60 if args.small else 300
+    costs = where_the_time_goes(root, files)
     for done, (runs, machine) in enumerate(run(root, work, args.epochs, args.rounds), start=1):
-        section = report(runs, machine, folder, args.epochs, done, costs)
+        section = report(runs, machine, folder, args.epochs, (done, args.rounds), costs, files)
         write_section(Path(args.results), section)
     print(section)
 

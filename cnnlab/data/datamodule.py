@@ -1,8 +1,9 @@
 """One LightningDataModule for every dataset, driven by the data and augmentation configs.
 
-Two pipelines feed it (``data.pipeline``): the in-memory tensor path for fixed-size datasets (decoded once,
-batched by indexing, augmented per sample on the training device) and torchvision's per-sample transforms in
-DataLoader workers for image folders. Both draw the same validation split from the same seed.
+Two pipelines feed it (``data.pipeline``): the in-memory tensor path (decoded once — fixed-size datasets, and
+image folders through their cache, ``data.cache`` — batched by indexing, augmented per sample on the training
+device) and the per-sample path in DataLoader workers (image folders: ``sample_path``; other datasets:
+torchvision's v2 transforms). Both draw the same validation split from the same seed.
 """
 
 from __future__ import annotations
@@ -140,10 +141,11 @@ class ImageDataModule(pl.LightningDataModule):
     # --- per-sample DataLoader path --------------------------------------------------------------------------
 
     def _setup_loader(self) -> None:
-        splits = load_splits(self.spec, download=False)
         if self.source.is_folder:  # decoded by torchvision.io, cropped per image, augmented per batch
-            train_tf, eval_tf = self._folder_samples(splits.train)
+            splits = self._folder_splits()  # listed once: data.cache=auto may have counted the files already
+            train_tf, eval_tf = self._folder_samples()
         else:
+            splits = load_splits(self.spec, download=False)
             train_tf = build_transform(self.spec, self.source, self.augmentation)
             eval_tf = build_transform(self.spec, self.source, None)
         train_idx, val_idx = self._split_train(labels_of(splits.train))
@@ -158,7 +160,7 @@ class ImageDataModule(pl.LightningDataModule):
             self.full_test_set = TransformedSubset(splits.test, None, eval_tf, skip_bad)
         self.classes = splits.classes
 
-    def _folder_samples(self, folder: Any) -> tuple[TrainSample, EvalSample]:
+    def _folder_samples(self) -> tuple[TrainSample, EvalSample]:
         per_sample, per_batch = split_augmentation(self.augmentation)
         self.train_sample = TrainSample(self.spec["image_size"], per_sample)
         self.sample_batch_pipeline = BatchPipeline(per_batch, self.spec["mean"], self.spec["std"])

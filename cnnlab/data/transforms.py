@@ -66,17 +66,12 @@ def _augmentations(augmentation: Mapping[str, Any], image_size: int) -> tuple[li
 def build_transform(
     spec: Mapping[str, Any], src: Source, augmentation: Mapping[str, Any] | None
 ) -> v2.Compose:
-    """The pipeline for one split: ``augmentation`` for training, ``None`` for evaluation."""
+    """The pipeline for one split of a fixed-size dataset: ``augmentation`` for training, ``None`` for evaluation.
+
+    Image folders take their own per-sample path (``sample_path``: functional crops, batched augmentation)."""
     size = spec["image_size"]
-    train = augmentation is not None
     steps: list[v2.Transform] = [v2.ToImage()]
-    if src.is_folder:
-        # Images of any size: random-resized crops for training, centre crops of the 1/0.875 resize to evaluate.
-        steps += [v2.RandomResizedCrop(size, antialias=True)] if train else [
-            v2.Resize(round(size / 0.875), antialias=True), v2.CenterCrop(size)]
-        if spec["channels"] == 1:
-            steps.append(v2.Grayscale())
-    elif size != src.native_size:
+    if size != src.native_size:
         steps.append(v2.Resize(size, antialias=True))
     on_image, on_tensor = _augmentations(augmentation or {}, size)
     steps += on_image
