@@ -31,7 +31,8 @@ commands:
                              re-test a checkpoint of a finished run with the run's saved config
   analyze <run_dir> analysis=[features,confusion] [overrides]
                              study a finished run's best checkpoint (conf/analysis/): figures and numbers in
-                             <run_dir>/analysis/<name>/, headline numbers in results.json
+                             <run_dir>/analysis/<name>/, headline numbers in results.json; analyses: features,
+                             confusion, filters, feature_maps, cam, adversarial, fooling
   summary [overrides]        per-layer table of the configured model: output shapes, parameters, MACs
   rerun <run_dir> [key=value ...]
                              a new run, in a new folder, from an old run's saved config (with changes)
@@ -55,6 +56,7 @@ examples:
   cnnlab eval ckpt_path=outputs/2026-01-01/12-00-00_123/checkpoints/last.ckpt
   cnnlab analyze outputs/2026-01-01/12-00-00_123 analysis=[features] analysis.features.pca=0.95
   cnnlab summary experiment=lecun1989_net5
+  cnnlab report                 (the papers' tables beside cnnlab's runs; --run trains the missing ones)
   cnnlab train --help           (config groups and their options)
 """
 

@@ -136,12 +136,27 @@ PLANS: dict[str, Run | NotHere] = {
         extra=(*SHORT, *MNIST), needs_mnist=True, slow=True),
     "cnnlab train model=resnet_cifar data.image_size=28 analysis=[cam] analysis.cam.method=cam": Run(
         extra=(*SHORT, "trainer.limit_train_batches=5"), says="analysis/cam/average_drop", slow=True),
+    # ... adversarial examples, fooling images, adversarial training (tests/test_adversarial.py)
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[adversarial,fooling]": Run(
+        extra=("analysis.adversarial.max_test=100",), says="analysis/fooling/fooled_fraction"),
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[adversarial] analysis.adversarial.targeted=true": Run(
+        extra=("analysis.adversarial.max_test=100", "analysis.adversarial.pgd_steps=3"),
+        says="analysis/adversarial/pgd_target_rate@0.0627"),
+    "cnnlab train training.adversarial.attack=fgsm training.adversarial.epsilon=0.1 "
+    "training.adversarial.fraction=0.5": Run(),
+    "cnnlab train experiment=lenet5_mnist_adversarial": Run(extra=(*SHORT, *MNIST), needs_mnist=True, slow=True),
     "cnnlab train experiment=transfer_pretrain data.root=../shared/data": Run(extra=(*SHORT, *MNIST),
                                                                               needs_mnist=True, slow=True),
     'cnnlab train -m experiment=transfer_finetune model.weights=RUN,null "model.freeze=[],conv,lower_conv" '
     "data.train_per_class=5,10,20,50 hydra.sweep.dir=outputs/transfer": NotHere(
         "needs the run folder of experiment=transfer_pretrain (RUN) and 24 trials; tests/test_finetune.py trains the "
         "presets and loads weights from a run folder, tests/test_analysis.py runs features with network=pretrained"),
+    # The papers, reproduced (cnnlab report, cnnlab/report/, tests/test_report.py)
+    "cnnlab report": Run(extra=("--only", "lenet5"), says="340,908 ✓"),
+    "cnnlab report --run data.root=../shared/data data.download=false": NotHere(
+        "trains every recipe of the papers (hours on a busy 2-core CPU); tests/test_report.py launches shortened "
+        "sweeps through it. Here: CIFAR-10 is missing, so the He et al. rows have nothing to launch",
+        check=Run(extra=("--only", "he2016"), says="nothing to launch")),
 }
 
 
