@@ -145,6 +145,15 @@ PLANS: dict[str, Run | NotHere] = {
     "cnnlab train training.adversarial.attack=fgsm training.adversarial.epsilon=0.1 "
     "training.adversarial.fraction=0.5": Run(),
     "cnnlab train experiment=lenet5_mnist_adversarial": Run(extra=(*SHORT, *MNIST), needs_mnist=True, slow=True),
+    # ... adversarial examples, fooling images, adversarial training (tests/test_adversarial.py)
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[adversarial,fooling]": Run(
+        extra=("analysis.adversarial.max_test=100",), says="analysis/fooling/fooled_fraction"),
+    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[adversarial] analysis.adversarial.targeted=true": Run(
+        extra=("analysis.adversarial.max_test=100", "analysis.adversarial.pgd_steps=3"),
+        says="analysis/adversarial/pgd_target_rate@0.0627"),
+    "cnnlab train training.adversarial.attack=fgsm training.adversarial.epsilon=0.1 "
+    "training.adversarial.fraction=0.5": Run(),
+    "cnnlab train experiment=lenet5_mnist_adversarial": Run(extra=(*SHORT, *MNIST), needs_mnist=True, slow=True),
     "cnnlab train experiment=transfer_pretrain data.root=../shared/data": Run(extra=(*SHORT, *MNIST),
                                                                               needs_mnist=True, slow=True),
     'cnnlab train -m experiment=transfer_finetune model.weights=RUN,null "model.freeze=[],conv,lower_conv" '

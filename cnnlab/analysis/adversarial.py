@@ -134,7 +134,11 @@ def plot_curves(path: Path, curves: Mapping[str, Mapping[str, tuple[Sequence[flo
     top = ax.secondary_xaxis("top", functions=(lambda x: x * 255, lambda x: x / 255))
     top.set_xlabel("ε in grey levels (× 255)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="lower left")
+    if len(curves) > 1:  # long labels: below the axes, clear of the curves
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=len(curves), frameon=False)
+        fig.set_figheight(fig.get_figheight() + 0.25 * sum(len(c) for c in curves.values()) / len(curves))
+    else:
+        ax.legend(fontsize=9, loc="lower left")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
