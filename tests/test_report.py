@@ -285,3 +285,18 @@ def test_a_recipe_whose_runs_fail_is_reported_as_failed(tmp_path: Path) -> None:
     assert result_row(report, "Net-1", "faithful")[3:5] == ["failed", "failed"]
     assert "failed run outputs/multirun/" in report and "model.weights=no_such.ckpt is neither a file" in report
     assert "1 exited with an error" in report
+
+
+def test_cifar_rows_without_data_get_the_depth_sweep_that_produces_them(tmp_path: Path) -> None:
+    from cnnlab.report.command import _data_unavailable, sweep_commands
+    from cnnlab.report.papers import HE_2016
+
+    overrides = [f"data.root={tmp_path}"]
+    assert _data_unavailable(HE_2016.rows[0], overrides) == f"cifar10 is not in {tmp_path}/cifar-10-batches-py"
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    assert _data_unavailable(HE_2016.rows[0], overrides) is None
+    commands = sweep_commands(HE_2016.rows, overrides)
+    assert commands[HE_2016.rows[1].key] == ("cnnlab train -m experiment=resnet20_cifar10 model.depth=20,32,44,56,110 "
+                                             f"seed=0 launcher=pool data.root={tmp_path}")
+    assert "experiment=plain20_cifar10 model.depth=20,32,44,56 " in commands[HE_2016.rows[-1].key]

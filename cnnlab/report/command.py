@@ -34,6 +34,7 @@ report.png and runs.csv into the output folder, whose path is printed last.
   --runs DIR ...   folders to search for run folders (results.json); default: outputs and multirun
   --run            first launch every row that has fewer finished runs than its seeds, as sweeps
                    (cnnlab train -m experiment=<recipe> seed=0,1,... launcher=pool), into the first --runs folder
+                   (created if need be)
   --out DIR        where to write the report; default: reports/<date>/<time>
   --only NAME ...  only these papers (lecun1989, lecun1989_zipcode, lenet5, he2016) or recipes; * wildcards
   --seeds N        seeds per row instead of each row's own (5 for Net-1 ... Net-5, 1 for the others)
@@ -110,9 +111,9 @@ def parse(args: Sequence[str]) -> ReportArgs:
             collecting.append(word)
         else:
             raise _usage_error(f"'{word}' is neither an option nor a key=value override.")
-    for folder in runs:
-        if not Path(folder).is_dir():
-            raise ConfigError(f"cnnlab report: --runs {folder}: no such folder. Give the folders that hold your run "
+    for i, folder in enumerate(runs):
+        if not Path(folder).is_dir() and not (parsed.run and i == 0):  # --run creates the folder it launches into
+            raise ConfigError(f"--runs {folder}: no such folder. Give the folders that hold your run "
                               f"folders (cnnlab train writes them under outputs/), or leave --runs out to read "
                               f"outputs and multirun.")
     parsed.runs = [Path(f) for f in (runs or DEFAULT_RUNS)]
@@ -125,7 +126,7 @@ def _check_only(patterns: Sequence[str]) -> None:
     names = [p.key for p in PAPERS] + [r.recipe for p in PAPERS for r in p.rows]
     unknown = [p for p in patterns if not fnmatch.filter(names, p)]
     if unknown:
-        raise ConfigError(f"cnnlab report: --only {' '.join(unknown)} names no paper or recipe of the report. Papers: "
+        raise ConfigError(f"--only {' '.join(unknown)} names no paper or recipe of the report. Papers: "
                           f"{', '.join(p.key for p in PAPERS)}; recipes: {', '.join(dict.fromkeys(names[len(PAPERS):]))}.")
 
 
@@ -165,7 +166,7 @@ def check_overrides(overrides: Sequence[str], papers: Sequence[Paper]) -> None:
         try:
             compose_config([f"experiment={recipe}", *launcher, *overrides])
         except ConfigError as err:
-            raise ConfigError(f"cnnlab report: the overrides {' '.join(overrides)} do not compose with recipe "
+            raise ConfigError(f"the overrides {' '.join(overrides)} do not compose with recipe "
                               f"{recipe}: {err.user_message}") from None
         return
 

@@ -230,7 +230,11 @@ def _panel(ax: Any, report: PaperReport) -> None:
                    yerr=100 * figure.std if figure.std is not None else None, capsize=3)
             ax.scatter([centre] * len(seeds), seeds, s=10, color="black", zorder=3)
             values += seeds + [mean]
-    handles = [matplotlib_patch(PAPER_COLOUR, "paper")] + [
+            if o.verdict is not None:  # the verdict's mark over the bar: ✓ matches, ≈ within noise, ✗ below
+                top = max(seeds + [mean + (100 * figure.std if figure.std is not None else 0.0)])
+                ax.annotate(MARKS[o.verdict].split()[0], (centre, top), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=11, color=colour)
+    handles = [matplotlib_patch(PAPER_COLOUR, "paper"), matplotlib_patch("white", "✓ matches, ≈ within\nnoise, ✗ below")] + [
         matplotlib_patch(TRAINING_COLOURS[i % len(TRAINING_COLOURS)], f"cnnlab, {training}\n(mean ± std; dots: seeds)")
         for i, training in enumerate(trainings)]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
