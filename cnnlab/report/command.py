@@ -365,14 +365,19 @@ def main(args: Sequence[str]) -> int:
 
     reports, found, changing = _gather(papers, parsed, {})
     launches: dict[str, Launch] = {}
+    interrupted = False
     started = time.monotonic()
     if parsed.run:
         plan = _to_launch(reports)
         if not plan:
             print("cnnlab report: nothing to launch: every row has its runs, or lacks its data or recipe here.",
                   flush=True)
-        for i, (row, seeds) in enumerate(plan, start=1):
-            launches[row.key] = launch(row, seeds, parsed.overrides, parsed.runs[0], f"{i}/{len(plan)}")
+        try:
+            for i, (row, seeds) in enumerate(plan, start=1):
+                launches[row.key] = launch(row, seeds, parsed.overrides, parsed.runs[0], f"{i}/{len(plan)}")
+        except KeyboardInterrupt:  # the sweep stopped its trials (the same Ctrl-C): report what there is
+            interrupted = True
+            print("cnnlab report: interrupted: no more sweeps; reporting the runs there are.", flush=True)
         if plan:
             reports, found, changing = _gather(papers, parsed, launches)
     launch_seconds = time.monotonic() - started
@@ -386,4 +391,6 @@ def main(args: Sequence[str]) -> int:
     figure(reports, out / "report.png", "The lectures' papers, reproduced: the paper's figures against cnnlab's")
     print(text)
     print(out)
+    if interrupted:
+        return 130
     return 1 if any(la.status for la in launches.values()) else 0
