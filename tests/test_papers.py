@@ -136,3 +136,35 @@ def test_net1_recipe_reports_the_subset_and_the_full_test_set(tmp_path) -> None:
     assert results["test/acc"] * 160 == pytest.approx(round(results["test/acc"] * 160), abs=1e-3)
     assert results["test_full/acc"] * 10_000 == pytest.approx(round(results["test_full/acc"] * 10_000), abs=1e-2)
     assert results["test_full/acc"] > 0.5  # two passes over 320 digits already beat chance by far
+
+
+def test_sdlm_curvature_is_the_gauss_newton_diagonal_and_scales_each_step() -> None:
+    from cnnlab.training.sdlm import DiagonalLevenbergMarquardt, output_curvature
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    x = torch.randn(50, 4)
+    optimizer = DiagonalLevenbergMarquardt(net.parameters(), lr=0.1, mu=0.5)
+    optimizer.estimate_curvature(net, x, output_curvature("mse", 3, targets=[-1, 1]), chunk=20)
+    # For y = W x + b under the mean squared error over 3 outputs: d2E/dy_o2 = 2/3, dy_o/dW_oi = x_i
+    expected = (2 / 3) * x.square().mean(0).expand(3, 4)
+    assert torch.allclose(optimizer.state[net.weight]["curvature"], expected, atol=1e-6)
+    assert torch.allclose(optimizer.state[net.bias]["curvature"], torch.full((3,), 2 / 3))
+    before = net.weight.detach().clone()
+    net.weight.grad, net.bias.grad = torch.ones(3, 4), torch.zeros(3)
+    optimizer.step()
+    assert torch.allclose(before - net.weight.detach(), 0.1 / (0.5 + expected))
+
+
+def test_sdlm_gives_shared_kernels_the_curvature_of_all_their_uses() -> None:
+    from cnnlab.models.layers import SharedConv2d
+    from cnnlab.training.sdlm import DiagonalLevenbergMarquardt, output_curvature
+
+    conv = torch.nn.Sequential(SharedConv2d(1, 1, 6, 3, stride=1, padding=1), torch.nn.Flatten())
+    optimizer = DiagonalLevenbergMarquardt(conv.parameters())
+    optimizer.estimate_curvature(conv, torch.ones(4, 1, 6, 6), output_curvature("mse", 36, targets=[-1, 1]))
+    kernel, unit_bias = (optimizer.state[p]["curvature"] for p in conv.parameters())
+    # the centre tap is used at all 36 positions, a corner tap at the 25 whose neighbour is inside the image
+    assert kernel[0, 0, 1, 1].item() == pytest.approx(36 * 2 / 36)
+    assert kernel[0, 0, 0, 0].item() == pytest.approx(25 * 2 / 36)
+    assert torch.allclose(unit_bias, torch.full_like(unit_bias, 2 / 36))  # each unit's own bias: one use

@@ -55,6 +55,9 @@ def _augmentations(augmentation: Mapping[str, Any], image_size: int) -> tuple[li
                 f"Fix the key in your augmentation config."
             )
         entry = AUGMENTATIONS[name]
+        if name == "random_affine" and (options or {}).get("squeeze") is not None:
+            raise ConfigError("augmentation.random_affine.squeeze (LeCun's squeezing) has a batched version only, "
+                              "which torchvision lacks: use data.pipeline=tensor (or auto) for it.")
         try:
             transform = entry.build(image_size, **(options or {}))
         except (TypeError, ValueError) as err:
