@@ -100,7 +100,7 @@ def _notes(outcome: Outcome) -> str:
 def _results(report: PaperReport) -> list[str]:
     paper = report.paper
     header = ["network", "variant", f"paper {paper.unit}",
-              *(f"cnnlab: {m.label}" for m in paper.metrics), "difference", "verdict", "notes"]
+              *(f"cnnlab: {m.label}" for m in paper.metrics), "cnnlab − paper", "verdict", "notes"]
     rows = []
     for o in report.outcomes:
         difference = o.difference
