@@ -134,8 +134,11 @@ def _tree_pss_kib(pid: int) -> int:
 
 
 def measure(command: list[str], cwd: Path) -> dict:
-    """Run ``command`` to the end: wall time, peak RSS (largest process, from wait4; process tree, sampled) and
-    the per-epoch training images/s it reports (a JSON line, or a cnnlab run dir's results.json)."""
+    """Run ``command`` to the end: wall time, CPU time of the process and its workers (from wait4: user + system,
+    what the run costs whatever else the machine runs), peak RSS (largest process, from wait4; process tree,
+    sampled), the 1-minute load average at its start and the per-epoch training images/s it reports (a JSON line,
+    or a cnnlab run dir's results.json)."""
+    load, stamp = os.getloadavg()[0], time.time()
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stderr:
         process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -164,7 +167,8 @@ def measure(command: list[str], cwd: Path) -> dict:
         results = json.loads(Path(last, "results.json").read_text())
         per_epoch = [row["train_images_per_s"] for row in results["history"]]
         accuracy = results["test/acc"]
-    return {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024, "tree_pss_mib": peak_tree[0] / 1024,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "load": load, "started": stamp,
+            "rss_mib": usage.ru_maxrss / 1024, "tree_pss_mib": peak_tree[0] / 1024,
             "epoch1": per_epoch[0], "later": statistics.mean(per_epoch[1:]) if len(per_epoch) > 1 else per_epoch[0],
             "test_acc": accuracy}
 
@@ -202,6 +206,7 @@ def run(root: Path, work: Path, epochs: int, rounds: int) -> Iterator[tuple[dict
             runs[name].append(result)
             print(f"round {r + 1}/{rounds} {name:18s} epoch 1 {result['epoch1']:8.0f} images/s, "
                   f"later {result['later']:8.0f} images/s, wall {result['wall_s']:6.1f} s, "
+                  f"CPU {result['cpu_s']:6.1f} s, load {result['load']:5.1f}, "
                   f"RSS {result['rss_mib']:6.0f} MiB, tree PSS {result['tree_pss_mib']:6.0f} MiB", file=sys.stderr)
         yield runs, {"cores": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg()}
 
@@ -268,8 +273,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
          _per_image_us(lambda p: crop(read_image_file(p, 3)), files)),
         ("  + its batched flip and normalisation in the collate, per image", collate_us),
     ]
-    torch.set_num_threads(threads)  # the network's step with the trainer's threads, as in the runs
-    model = ModernLeNet5(3, 10, 64)
+    model = ModernLeNet5(3, 10, 64)  # one thread too: on a loaded machine, more only wait for each other
     optimizer = torch.optim.Adam(model.parameters())
     images, labels = torch.randn(64, 3, 64, 64), torch.randint(0, 10, (64,))
     for step in range(25):
@@ -279,8 +283,9 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    rows.append((f"LeNet-5 at 64 px: forward, backward and Adam step ({threads} threads), per image",
+    rows.append(("LeNet-5 at 64 px: forward, backward and Adam step (batch 64), per image",
                  (time.perf_counter() - started) / 20 / 64 * 1e6))
+    torch.set_num_threads(threads)
     return rows
 
 
@@ -307,12 +312,12 @@ def report(runs: dict[str, list[dict]], machine: dict, folder: Folder, epochs: i
         f"{folder.classes} classes; modern LeNet-5 at 64 px, batch 64, {epochs} epochs, 2 DataLoader workers; "
         f"{rounds[0]} round{'s' if rounds[0] > 1 else ''} in rotating order, medians.",
         "",
-        "| path | train images/s, epoch 1 | from epoch 2 | wall | peak RSS (largest process) | peak PSS (process "
-        "tree) | test top-1 |",
-        "|---|---|---|---|---|---|---|",
+        "| path | train images/s, epoch 1 | from epoch 2 | wall | CPU time (process tree) | peak RSS (largest "
+        "process) | peak PSS (process tree) | test top-1 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in median.items():
-        lines.append(f"| {name} | {m['epoch1']:,.0f} | {m['later']:,.0f} | {m['wall_s']:.1f} s | "
+        lines.append(f"| {name} | {m['epoch1']:,.0f} | {m['later']:,.0f} | {m['wall_s']:.1f} s | {m['cpu_s']:.1f} s | "
                      f"{m['rss_mib']:,.0f} MiB | {m['tree_pss_mib']:,.0f} MiB | {m['test_acc']:.3f} |")
     lines += ["", "| ratio to the baseline, training images/s from epoch 2 on | measured | target | |",
               "|---|---|---|---|"]
@@ -321,6 +326,18 @@ def report(runs: dict[str, list[dict]], machine: dict, folder: Folder, epochs: i
         verdict = "" if target is None else ("met" if value >= target else "**not met**")
         lines.append(f"| {name} / baseline | {value:.2f} | {f'≥ {target}' if target else '(no target)'} | "
                      f"{verdict} |")
+    lines += ["", "| CPU time of the whole run (start, data, 2 epochs, validation, test), baseline / path | measured |",
+              "|---|---|"]
+    for name, results in runs.items():
+        if name != "baseline":
+            value = statistics.median(b["cpu_s"] / r["cpu_s"] for r, b in zip(results, runs["baseline"]))
+            lines.append(f"| baseline / {name} | {value:.2f} |")
+    lines += ["", "Every run, in the order run (1-minute load average at its start; 2 cores):", ""]
+    order = sorted(((r, name) for name, results in runs.items() for r in range(len(results))),
+                   key=lambda item: runs[item[1]][item[0]]["started"])
+    lines += [f"- round {r + 1}, {name}: {runs[name][r]['later']:,.0f} images/s from epoch 2, "
+              f"{runs[name][r]['wall_s']:.0f} s wall, {runs[name][r]['cpu_s']:.0f} s CPU, load "
+              f"{runs[name][r]['load']:.1f}" for r, name in order]
     lines += ["", "Where the time goes, per training image (one thread, as in a DataLoader worker; best of 3 passes "
               f"over {files} files):", "", "| work | µs / image |", "|---|---|"]
     lines += [f"| {what} | {us:.0f} |" for what, us in costs]
