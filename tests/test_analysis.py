@@ -151,7 +151,7 @@ def _without_torch(*args: str) -> subprocess.CompletedProcess:
 def test_misspelt_analysis_lists_the_analyses_before_torch(digits_run: Path) -> None:
     result = _without_torch("analyze", str(digits_run), "analysis=[featurs]")
     assert result.returncode == 2, result.stderr
-    assert "Did you mean analysis=features?" in result.stderr and "confusion, features" in result.stderr
+    assert "Did you mean analysis=features?" in result.stderr and "confusion, feature_maps, features" in result.stderr
 
 
 def test_bad_analysis_options_fail_before_torch(digits_run: Path) -> None:

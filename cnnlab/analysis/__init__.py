@@ -15,6 +15,9 @@ from __future__ import annotations
 ANALYSES: dict[str, str] = {
     "features": "cnnlab.analysis.features",
     "confusion": "cnnlab.analysis.confusion",
+    "filters": "cnnlab.analysis.filters",
+    "feature_maps": "cnnlab.analysis.feature_maps",
+    "cam": "cnnlab.analysis.cam",
     "adversarial": "cnnlab.analysis.adversarial",
     "fooling": "cnnlab.analysis.fooling",
 }

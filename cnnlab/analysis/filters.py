@@ -168,10 +168,12 @@ def plot_local(path: Path, weights: np.ndarray, title: str) -> dict[str, Any]:
         cells = np.full((rows, columns, k, width), np.nan, dtype=np.float32)
         for i in range(inputs):
             cells[:, :, :, i * (k + 1):i * (k + 1) + k] = weights[:, :, o, i]
-        image = mosaic(cells, gap=1)
+        gap = 1 if inputs == 1 else 3  # wider between positions than between a position's input maps
+        image = mosaic(cells, gap=gap)
         drawn = ax.imshow(image, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
-        _ticks(ax, columns, width, "x", "output position (column)")
-        _ticks(ax, rows, k, "y", "output position (row)")
+        _ticks(ax, columns, width, "x", "output position (column)" + (
+            f"\neach: its kernels on the {inputs} input maps, side by side" if inputs > 1 else ""), gap=gap)
+        _ticks(ax, rows, k, "y", "output position (row)", gap=gap)
         if out > 1:
             ax.set_title(f"output map {o}", fontsize=8)
     assert drawn is not None
