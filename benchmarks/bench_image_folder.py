@@ -19,7 +19,8 @@ Why LeNet-5 at 64 px (it resizes its input to 32×32 inside): its training step 
 cores, against ~0.3 ms to decode and crop a 96×96 JPEG, so the data path decides the speed, as it does on a GPU.
 ResNet-20 at 64 px costs ~10 ms an image here: every path would run at the network's speed.
 
-The four run one after another in rotating order, ``--rounds`` times, all with 2 DataLoader workers. Printed and
+The four run one after another in rotating order, ``--rounds`` times, all with 2 DataLoader workers and one
+intra-op thread in the training process (``ONE_THREAD``, below). Printed and
 written into benchmarks/RESULTS.md: medians of training images/s in epoch 1 and from epoch 2 on, wall time (the
 whole process: start, folder scan or cache build, training, validation, test), peak memory (the RSS of the
 largest process, and the PSS of the whole process tree, workers included, sampled every 0.2 s), test accuracy, and the ratios to the baseline (the median over
@@ -51,6 +52,12 @@ HERE = Path(__file__).resolve().parent
 SECTION = "## Image folders: `bench_image_folder.py`"
 TARGETS = {"cnnlab cache": 3.0, "cnnlab per-sample": 1.5}
 FOLDER_VERSION = 1
+# Every run's training process computes on one thread. With two DataLoader workers on two cores, a second
+# intra-op thread has no core of its own: torch's OpenMP threads then spin at every barrier while a worker holds
+# the other core, and on a loaded machine LeNet-5's step cost 30x more CPU on two threads than on one (measured:
+# ~5,000 vs ~160 µs an image). The same setting for every path, so that the data paths, not the thread
+# contention, decide the figures.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ def measure(command: list[str], cwd: Path) -> dict:
     load, stamp = os.getloadavg()[0], time.time()
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(command, cwd=cwd, env=ONE_THREAD, stdout=subprocess.PIPE, stderr=stderr, text=True)
         peak_tree = [0]
         done = threading.Event()
 
