@@ -212,7 +212,7 @@ def test_locally_connected_kernels_are_laid_out_by_position(tmp_path: Path) -> N
         out = layer(x)
     for r, c in ((0, 0), (3, 5), (7, 2)):
         patch = padded[0, :, 2 * r:2 * r + 3, 2 * c:2 * c + 3].numpy()
-        expected = (patch * kernels[r, c, 0]).sum() + float(layer.bias[0, r, c])
+        expected = (patch * kernels[r, c, 0]).sum() + float(layer.bias.detach()[0, r, c])
         assert float(out[0, 0, r, c]) == pytest.approx(expected, abs=1e-5)
 
 

@@ -135,16 +135,7 @@ PLANS: dict[str, Run | NotHere] = {
     "cnnlab train experiment=lenet5_mnist analysis=[filters,feature_maps,cam]": Run(
         extra=(*SHORT, *MNIST), needs_mnist=True, slow=True),
     "cnnlab train model=resnet_cifar data.image_size=28 analysis=[cam] analysis.cam.method=cam": Run(
-        extra=(*SHORT, "trainer.limit_train_batches=5"), says="analysis/cam/average_drop", slow=True),
-    # ... adversarial examples, fooling images, adversarial training (tests/test_adversarial.py)
-    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[adversarial,fooling]": Run(
-        extra=("analysis.adversarial.max_test=100",), says="analysis/fooling/fooled_fraction"),
-    f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[adversarial] analysis.adversarial.targeted=true": Run(
-        extra=("analysis.adversarial.max_test=100", "analysis.adversarial.pgd_steps=3"),
-        says="analysis/adversarial/pgd_target_rate@0.0627"),
-    "cnnlab train training.adversarial.attack=fgsm training.adversarial.epsilon=0.1 "
-    "training.adversarial.fraction=0.5": Run(),
-    "cnnlab train experiment=lenet5_mnist_adversarial": Run(extra=(*SHORT, *MNIST), needs_mnist=True, slow=True),
+        extra=(*SHORT, "trainer.limit_train_batches=5"), says="analysis cam (", slow=True),
     # ... adversarial examples, fooling images, adversarial training (tests/test_adversarial.py)
     f"cnnlab analyze {PLACEHOLDER_RUN} analysis=[adversarial,fooling]": Run(
         extra=("analysis.adversarial.max_test=100",), says="analysis/fooling/fooled_fraction"),
