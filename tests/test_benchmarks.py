@@ -41,7 +41,6 @@ def test_the_plain_loop_baseline_learns_mnist(tuned: bool) -> None:
     assert report["test/acc"] > 0.97 and report["train_images_per_s"] > 0
 
 
-@pytest.mark.slow  # four training processes (~40 s on an idle 2-core machine)
 def test_the_image_folder_benchmark_runs_every_path_and_writes_its_ratios(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## Another benchmark\n\nIts figures stay.\n")
