@@ -93,7 +93,7 @@ def test_team_recipe_folder(tmp_path) -> None:
         (["optimizer.lr=fast"], ["optimizer.lr", "must be a number"]),
         (["augmentation=[standard,flipp]"], ["Unknown augmentation 'flipp'", "standard"]),
         (["data=imagefolder"], ["data.root must be set"]),
-        (["data.val_split=1.5"], ["data.val_split", "(0, 1)"]),
+        (["data.val_split=1.5"], ["data.val_split", "[0, 1)"]),
         (["scheduler=onecycle", "scheduler.interval=epoch"], ["scheduler.interval=step"]),
         (["optimizer.lr=0.1,0.2", "data.batch_size=32,big"], ["data.batch_size", "'big'"]),
         (["model=mlp", "model.depth=="], ["Cannot read the override"]),
