@@ -39,11 +39,12 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:
-    """A run dir's ``results.json``, or None when there is none (or it cannot be read)."""
+    """A run dir's ``results.json``, or None when there is none (or it cannot be read, or holds no JSON object)."""
     try:
-        return json.loads((run_dir / RESULTS_FILE).read_text())
+        results = json.loads((run_dir / RESULTS_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return results if isinstance(results, dict) else None
 
 
 class RunRecord:

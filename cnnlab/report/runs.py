@@ -19,7 +19,6 @@ and unfinished runs are reported for the seeds that have no completed run. Impor
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -33,7 +32,7 @@ from omegaconf import DictConfig
 
 from cnnlab.config.flat_keys import flat_keys
 from cnnlab.errors import ConfigError
-from cnnlab.record import RESULTS_FILE
+from cnnlab.record import RESULTS_FILE, read_results
 from cnnlab.report.papers import Row
 
 # Keys (and key prefixes) whose value does not change what a run measures.
@@ -95,14 +94,6 @@ def run_folders(folders: Iterable[Path]) -> Iterator[Path]:
                 subfolders[:] = sorted(s for s in subfolders if s not in SKIPPED_FOLDERS)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, ten times faster, when PyYAML has it
 
 
@@ -136,7 +127,7 @@ def recipe_of(run_dir: Path, results: dict[str, Any]) -> str | None:
 def find_runs(folders: Sequence[Path]) -> list[FoundRun]:
     runs = []
     for run_dir in run_folders(folders):
-        results = _read_json(run_dir / RESULTS_FILE)
+        results = read_results(run_dir)
         if results is not None:
             runs.append(FoundRun(run_dir, results, recipe_of(run_dir, results)))
     return runs
