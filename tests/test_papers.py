@@ -60,6 +60,7 @@ def test_lenet5_classic_recipes_use_the_papers_20_pass_schedule() -> None:
         assert (cfg.model.variant, cfg.model.output, cfg.trainer.max_epochs) == ("classic", "rbf", 20)
         assert list(cfg.scheduler.milestones) == [2, 5, 8, 12]
         assert list(cfg.scheduler.factors) == [0.4, 0.2, 0.1, 0.02]  # 5e-4, 2e-4, 1e-4, 5e-5, 1e-5 in the paper
+        assert cfg.loss.name == "map"  # the paper's criterion for its RBF penalties
     assert not plain.augmentation and "squeeze" in distorted.augmentation.random_affine
 
 
@@ -88,6 +89,25 @@ def test_mse_with_targets_compares_the_outputs_to_minus_and_plus_one() -> None:
     assert loss(outputs[:1], torch.tensor([0])).item() == 0.0
     assert loss(outputs[1:], torch.tensor([2])).item() == pytest.approx(1.0)  # every output one away
     assert loss(outputs[:1], torch.tensor([1])).item() == pytest.approx(8 / 3)
+
+
+def test_map_criterion_is_the_papers_formula_and_keeps_pulling_while_every_penalty_is_large() -> None:
+    """LeCun et al. (1998) eq. 9: E = y_D + log(exp(-j) + sum_i exp(-y_i)), the scores being -y (RBF outputs)."""
+    j = 0.1
+    loss = build_loss("map", 3, rubbish_penalty=j)
+    penalties = torch.tensor([[30.0, 45.0, 60.0]], requires_grad=True)
+    value = loss(-penalties, torch.tensor([0]))
+    expected = 30.0 + torch.log(torch.exp(torch.tensor(-j)) + torch.exp(-penalties.detach()).sum())
+    assert value.item() == pytest.approx(expected.item())
+    # Already classified right, by a margin of 15: cross-entropy has stopped pulling F6 onto the correct code,
+    # the MAP criterion has not (every penalty is still far above j).
+    value.backward()
+    assert penalties.grad[0, 0].item() == pytest.approx(1.0, abs=1e-6)
+    scores = (-penalties.detach()).requires_grad_()
+    build_loss("cross_entropy", 3)(scores, torch.tensor([0])).backward()
+    assert abs(scores.grad[0, 0].item()) < 1e-6
+    with pytest.raises(Exception, match="rubbish_penalty"):
+        compose_config(["loss=map", "loss.rubbish_penalty=-1"])
 
 
 def test_piecewise_schedule_follows_the_factors() -> None:

@@ -131,6 +131,8 @@ LOSS: dict[str, Rule] = {
         meaning="the values loss=mse trains the outputs towards (off for the other classes, on for the image's)",
         hint="LeCun's 1989 networks: loss.targets=[-1,1] with model.output=scaled_tanh; null compares softmax "
              "probabilities to one-hot vectors."),
+    "rubbish_penalty": Rule(NON_NEGATIVE, meaning="loss=map's fixed penalty of the rubbish class (LeCun et al. "
+                            "1998's j)", hint="The paper's criterion uses a small positive constant; 0.1 is usual."),
 }
 
 

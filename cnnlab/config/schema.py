@@ -169,6 +169,9 @@ class LossConfig:
     # mse only: [off, on] compares the outputs themselves to these values (LeCun's 1989 networks: [-1, 1] through
     # scaled-tanh output units); null compares softmax probabilities to one-hot vectors.
     targets: Optional[List[float]] = None
+    # map only: the rubbish class's fixed penalty (LeCun et al. 1998's j), against which every class's penalty
+    # competes; see cnnlab.training.losses.
+    rubbish_penalty: float = 0.1
 
 
 @dataclass

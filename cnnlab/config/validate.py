@@ -18,7 +18,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.models.families import check_model
 from cnnlab.ranges import Rule, Whole, check_section, shown
 
-LOSSES = ("cross_entropy", "mse")
+LOSSES = ("cross_entropy", "mse", "map")
 PIPELINES = ("auto", "tensor", "loader")
 SCHEDULE_INTERVALS = ("epoch", "step")
 PROFILERS = ("simple", "advanced", "pytorch", "xla")  # the names Lightning's Trainer(profiler=...) knows

@@ -106,7 +106,8 @@ class ImageClassifier(pl.LightningModule):
             # A plain attribute holding a tuple: registered as a submodule, the wrapper would put a second copy of
             # the network's weights in every checkpoint.
             self._pixel_model = (PixelModel(model, *normalisation),)
-        self.criterion = build_loss(loss["name"], num_classes, loss["label_smoothing"], loss.get("targets"))
+        self.criterion = build_loss(loss["name"], num_classes, loss["label_smoothing"], loss.get("targets"),
+                                    loss.get("rubbish_penalty", 0.1))
         self.l1 = loss["l1"]
         self.run_config = dict(run_config) if run_config is not None else None
         self.train_accuracy = EpochMean()
@@ -233,7 +234,7 @@ class ImageClassifier(pl.LightningModule):
             images = self.trainer.datamodule.training_sample(optimizer.samples, epoch=self.current_epoch)
             loss = self.hparams.loss
             optimizer.estimate_curvature(self.model, images.to(self.device), output_curvature(
-                loss["name"], self.hparams.num_classes, loss.get("targets")))
+                loss["name"], self.hparams.num_classes, loss.get("targets"), loss.get("rubbish_penalty", 0.1)))
 
     def configure_optimizers(self) -> Any:
         # Frozen layers (model.freeze) are left out, so weight decay does not shrink them either.

@@ -80,7 +80,8 @@ class DiagonalLevenbergMarquardt(torch.optim.Optimizer):
             self.state[named[name]]["curvature"] = totals[name] / len(images)
 
 
-def output_curvature(loss: str, num_classes: int, targets: object = None) -> Callable[[Tensor], Tensor]:
+def output_curvature(loss: str, num_classes: int, targets: object = None,
+                     rubbish_penalty: float = 0.1) -> Callable[[Tensor], Tensor]:
     """The diagonal of the loss's Hessian in the network's outputs (what Gauss-Newton keeps of it): ``2 / C`` for
     the mean squared error to targets; ``p (1 - p)`` of the softmax for cross-entropy and softmax-MSE (the
     diagonal of the softmax's Gauss-Newton term)."""
@@ -88,7 +89,11 @@ def output_curvature(loss: str, num_classes: int, targets: object = None) -> Cal
         return lambda y: torch.full_like(y, 2.0 / num_classes)
 
     def softmax_curvature(y: Tensor) -> Tensor:
-        p = y.softmax(1)
+        if loss == "map":  # the softmax over the scores and the rubbish class's -j; the latter has no weights
+            y = torch.cat([y, y.new_full((len(y), 1), -rubbish_penalty)], dim=1)
+            p = y.softmax(1)[:, :-1]
+        else:
+            p = y.softmax(1)
         return p * (1 - p)
 
     return softmax_curvature
