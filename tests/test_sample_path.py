@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from PIL import Image
 
 from cnnlab import build_datamodule, compose_config
 from cnnlab.data.decode import decode_jpeg_batch, read_bytes, read_image_file
-from cnnlab.data.sample_path import EncodedFiles, collate_encoded, decode_on_device
+from cnnlab.data.sample_path import (EncodedFiles, collate_encoded, decode_on_device, random_box,
+                                     resized_crop)
 from cnnlab.errors import ConfigError, CorruptImageError
 from conftest import results_of, run_cli, run_dir_of
 
@@ -100,8 +102,9 @@ def test_training_batches_are_cropped_per_image_then_augmented_and_normalised_pe
     assert dm.pipeline == "loader"
     # RandAugment has no batched version: it runs per image, on uint8, after the crop
     assert [type(t).__name__ for t in dm.train_sample.augmentations] == ["RandAugment"]
-    assert {fn.__name__ for fn, _ in dm.sample_batch_pipeline.on_images} == {"horizontal_flip", "random_crop",
-                                                                             "colour_jitter"}
+    batched = dm.sample_batch_pipeline
+    assert {fn.__name__ for fn, _ in [*batched.leading_flips, *batched.on_images]} == {
+        "horizontal_flip", "random_crop", "colour_jitter"}
     loader = dm.train_dataloader()
     assert loader.pin_memory is False  # no GPU: pinning would only cost
     torch.manual_seed(0)
@@ -166,3 +169,50 @@ def test_the_gpu_decode_path_skips_undecodable_files_when_asked(colour_folder: P
         decode_on_device(batch, 3, dm.train_sample, torch.device("cpu"))
     images, labels = decode_on_device(batch, 3, dm.train_sample, torch.device("cpu"), skip_bad=True)
     assert len(images) == 2 and torch.equal(labels, batch.labels[[0, 2]])
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_the_worker_crop_gives_torchvisions_resized_crop_pixels(colour_folder: Path, channels: int) -> None:
+    """The packed channels-last crop (``resized_crop``) against torchvision's kernel, on decoded JPEGs of
+    several sizes and a spread of boxes (enlarged and shrunk): the same uint8 pixels."""
+    from torchvision.transforms.v2 import functional as F
+
+    random.seed(0)
+    files = sorted(colour_folder.glob("train/*/*.jpg"))[:12]
+    for path in files:
+        image = read_image_file(str(path), channels)
+        for _ in range(4):
+            box = random_box(*image.shape[-2:])
+            ours = resized_crop(image, box, 32)
+            assert ours.shape == (channels, 32, 32)
+            assert torch.equal(ours, F.resized_crop_image(image, *box, [32, 32], antialias=True))
+
+
+def test_crop_boxes_follow_torchvisions_rules() -> None:
+    from torchvision import transforms as v1
+
+    random.seed(1)
+    boxes = [random_box(60, 90) for _ in range(2000)]
+    for top, left, h, w in boxes:
+        assert 0 <= top <= 60 - h and 0 <= left <= 90 - w
+        assert 0.08 * 60 * 90 * 0.8 <= h * w <= 60 * 90  # the area fraction, up to the rounding of the sides
+        assert 3 / 4 * 0.85 <= w / h <= 4 / 3 * 1.15
+    # the same distribution as torchvision's draws (areas skewed small: large boxes of extreme aspect miss)
+    torch.manual_seed(1)
+    image = torch.zeros(3, 60, 90, dtype=torch.uint8)
+    theirs = [v1.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(2000)]
+    for statistic in (lambda b: b[2] * b[3] / 5400, lambda b: b[3] / b[2], lambda b: b[0] + b[2] / 2,
+                      lambda b: b[1] + b[3] / 2):
+        ours_ = torch.tensor([float(statistic(b)) for b in boxes])
+        theirs_ = torch.tensor([float(statistic(b)) for b in theirs])
+        assert abs(ours_.mean() - theirs_.mean()) < 0.1 * theirs_.std()  # ~4.5 standard errors
+        assert abs(ours_.std() - theirs_.std()) < 0.1 * theirs_.std()
+    assert len(set(boxes)) > 1900  # each image its own box
+    # a box that never fits: torchvision's fallback, the centre crop clamped to the ratio range
+    wide = torch.zeros(3, 10, 100, dtype=torch.uint8)
+    assert random_box(10, 100, (0.9, 1.0), (1.0, 1.0)) == tuple(v1.RandomResizedCrop.get_params(wide, [0.9, 1.0],
+                                                                                               [1.0, 1.0]))
+    random.seed(7)
+    first = [random_box(60, 90) for _ in range(5)]
+    random.seed(7)
+    assert [random_box(60, 90) for _ in range(5)] == first  # seeded per worker by torch: reproducible

