@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from cnnlab.report.runs import FoundRun, RowRuns, assign, find_runs
 from cnnlab.report.verdicts import BELOW, MATCHES, NOT_RUN, WITHIN_NOISE, check_claim, outcome
 from conftest import REPO, SHARED_DATA, run_cli
 
-NET1 = "lecun1989_net1"
+NET1, NET2 = "lecun1989_net1", "lecun1989_net2"
 NEEDS_MNIST = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="needs the shared MNIST copy")
 # Runs that --run launches in these tests: one epoch of 20 steps, two test batches, real MNIST.
 SHORT = ("trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_test_batches=2",
@@ -242,9 +243,11 @@ def test_help(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """``cnnlab report --run`` for Net-1, two seeds, each run shortened to 20 steps through the passed overrides."""
+    """``cnnlab report --run`` for Net-1 and Net-2, two seeds, each run shortened to 20 steps through the passed
+    overrides."""
     cwd = tmp_path_factory.mktemp("launch")
-    result = run_cli("report", "--run", "--only", NET1, "--seeds", "2", "--out", "rep", *SHORT, cwd=cwd, timeout=900)
+    result = run_cli("report", "--run", "--only", NET1, NET2, "--seeds", "2", "--out", "rep", *SHORT, cwd=cwd,
+                     timeout=900)
     return cwd, result
 
 
@@ -252,10 +255,14 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
 def test_run_launches_the_missing_seeds_then_reports_them(launched: tuple[Path, subprocess.CompletedProcess]) -> None:
     cwd, result = launched
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert f"experiment={NET1} seed=0,1 launcher=pool trainer.max_epochs=1" in result.stdout
-    trials = sorted(cwd.glob(f"outputs/multirun/*/*_{NET1}/*/results.json"))
-    assert [json.loads(p.read_text())["status"] for p in trials] == ["completed", "completed"]
+    # Both rows need seeds 0 and 1: one sweep over both recipes, one trial per core
+    assert f"experiment={NET1},{NET2} seed=0,1 launcher=pool trainer.max_epochs=1" in result.stdout
+    assert f"hydra.launcher.slots={os.cpu_count()}" in result.stdout
+    trials = sorted(cwd.glob(f"outputs/multirun/*/*_{NET1}+{NET2}/*/results.json"))
+    assert [json.loads(p.read_text())["status"] for p in trials] == ["completed"] * 4
     report = (cwd / "rep" / "report.md").read_text()
+    assert "--run launched 1 sweep (4 runs)" in report
+    assert "(n=2)" in result_row(report, "Net-2", "faithful")[3]
     assert "These figures are of runs made with trainer.max_epochs=1 trainer.limit_train_batches=20" in report
     net1 = result_row(report, "Net-1", "faithful")
     assert "(n=2)" in net1[3] and "(n=2)" in net1[4]  # the 10,000-image and the 160-image test sets

@@ -1,9 +1,10 @@
 """``cnnlab report [--runs DIR ...] [--run] [--out DIR] [--only NAME ...] [--seeds N] [overrides ...]``.
 
 The command line is read and checked (folders, names, overrides composed with a recipe) before torch is loaded, so
-a typo costs a second. ``--run`` launches the rows that lack runs as Hydra sweeps, one per recipe, each in its own
-``cnnlab train -m`` process (so a recipe that crashes its process is reported as failed and the report goes on),
-on ``launcher=pool`` unless the overrides pick another launcher.
+a typo costs a second. ``--run`` launches the rows that lack runs as Hydra sweeps, one per group of rows that need the same seeds (a
+paper's recipes, usually), each in its own ``cnnlab train -m`` process (so a recipe that crashes its process is
+reported as failed and the report goes on), on ``launcher=pool`` with one trial per core unless the overrides
+pick another launcher or slot count.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ report.png and runs.csv into the output folder, whose path is printed last.
 
   --runs DIR ...   folders to search for run folders (results.json); default: outputs and multirun
   --run            first launch every row that has fewer finished runs than its seeds, as sweeps
-                   (cnnlab train -m experiment=<recipe> seed=0,1,... launcher=pool), into the first --runs folder
-                   (created if need be)
+                   (cnnlab train -m experiment=<recipe>,... seed=0,1,... launcher=pool, one trial per core),
+                   into the first --runs folder (created if need be)
   --out DIR        where to write the report; default: reports/<date>/<time>
   --only NAME ...  only these papers (lecun1989, lecun1989_zipcode, lenet5, he2016) or recipes; * wildcards
   --seeds N        seeds per row instead of each row's own (5 for Net-1 ... Net-5, 1 for the others)
@@ -214,7 +215,7 @@ def sweep_commands(rows: Sequence[Row], overrides: Sequence[str]) -> dict[str, s
 
 @dataclass
 class Launch:
-    row: Row
+    rows: list[Row]
     seeds: list[int]
     command: str
     status: int | None = None
@@ -222,14 +223,41 @@ class Launch:
     seconds: float = 0.0
 
 
-def launch(row: Row, seeds: list[int], overrides: Sequence[str], runs_folder: Path, number: str) -> Launch:
-    """Run the sweep of ``row``'s missing seeds in a ``cnnlab train -m`` process, its output passed through."""
+def group_sweeps(plan: Sequence[tuple[Row, list[int]]]) -> list[tuple[list[Row], list[int]]]:
+    """Rows that need the same seeds with the same overrides, as one sweep over their recipes: its trials share
+    the launcher's slots, so a row of one seed does not leave the other cores idle while it trains."""
+    groups: dict[tuple, tuple[list[Row], list[int]]] = {}
+    for row, seeds in plan:
+        groups.setdefault((row.overrides, tuple(seeds)), ([], list(seeds)))[0].append(row)
+    return list(groups.values())
+
+
+def sweep_arguments(rows: Sequence[Row], seeds: Sequence[int], overrides: Sequence[str]) -> list[str]:
+    """``cnnlab train -m`` over the recipes of ``rows`` (which share their overrides) and ``seeds``. On the default
+    launcher, one trial per core: the papers' networks are small and most train one pattern at a time, which a
+    second thread does not speed up (on a GPU machine the pool still gives each trial a GPU of its own)."""
+    from cnnlab.report.runs import override_key
+
+    args = train_arguments(rows[0], seeds, overrides)
+    args[2] = f"experiment={','.join(r.recipe for r in rows)}"
+    if not any(override_key(o) in ("launcher", "hydra.launcher.slots") for o in overrides):
+        args.append(f"hydra.launcher.slots={os.cpu_count() or 1}")
+    return args
+
+
+def launch(rows: list[Row], seeds: list[int], overrides: Sequence[str], runs_folder: Path, number: str) -> Launch:
+    """Run the sweep of ``rows``' missing ``seeds`` in a ``cnnlab train -m`` process, its output passed through."""
+    import shlex
+
     stamp = datetime.now()
-    name = row.key.replace(" ", "_").replace("=", "-").replace("/", "-")
+    name = "+".join(r.key for r in rows) if len(rows) <= 2 else f"{rows[0].key}+{len(rows) - 1}_more"
+    name = name.replace(" ", "_").replace("=", "-").replace("/", "-")
     sweep_dir = runs_folder / "multirun" / stamp.strftime("%Y-%m-%d") / f"{stamp.strftime('%H-%M-%S')}_{name}"
-    args = [*train_arguments(row, seeds, overrides), f"hydra.sweep.dir={sweep_dir}"]
-    done = Launch(row, seeds, command_text(row, seeds, overrides))
-    print(f"cnnlab report: [{number}] {row.network} ({row.training}), seed{'s' * (len(seeds) > 1)} "
+    args = sweep_arguments(rows, seeds, overrides)
+    done = Launch(rows, seeds, shlex.join(["cnnlab", *args]))
+    args.append(f"hydra.sweep.dir={sweep_dir}")
+    networks = ", ".join(dict.fromkeys(f"{r.network} ({r.training})" for r in rows))
+    print(f"cnnlab report: [{number}] {networks}, seed{'s' * (len(seeds) > 1)} "
           f"{','.join(map(str, seeds))}: {done.command}", flush=True)
     started = time.monotonic()
     tail = b""
@@ -342,9 +370,10 @@ def _preamble(args: ReportArgs, found: Sequence, changing: Sequence[str], launch
     if changing:
         lines += ["", f"**These figures are of runs made with {' '.join(changing)}, not of the recipes as published.**"]
     if launches:
-        failed = [la for la in launches.values() if la.status]
-        runs = sum(len(la.seeds) for la in launches.values())
-        lines += ["", f"--run launched {_plural(len(launches), 'sweep')} ({_plural(runs, 'run')}) in "
+        sweeps = list({id(la): la for la in launches.values()}.values())
+        failed = [la for la in sweeps if la.status]
+        runs = sum(len(la.rows) * len(la.seeds) for la in sweeps)
+        lines += ["", f"--run launched {_plural(len(sweeps), 'sweep')} ({_plural(runs, 'run')}) in "
                       f"{launch_seconds / 60:.1f} min" + (f"; {len(failed)} exited with an error" if failed else "")
                   + "."]
     return lines
@@ -373,8 +402,10 @@ def main(args: Sequence[str]) -> int:
             print("cnnlab report: nothing to launch: every row has its runs, or lacks its data or recipe here.",
                   flush=True)
         try:
-            for i, (row, seeds) in enumerate(plan, start=1):
-                launches[row.key] = launch(row, seeds, parsed.overrides, parsed.runs[0], f"{i}/{len(plan)}")
+            sweeps = group_sweeps(plan)
+            for i, (rows, seeds) in enumerate(sweeps, start=1):
+                done = launch(rows, seeds, parsed.overrides, parsed.runs[0], f"{i}/{len(sweeps)}")
+                launches.update({row.key: done for row in rows})
         except KeyboardInterrupt:  # the sweep stopped its trials (the same Ctrl-C): report what there is
             interrupted = True
             print("cnnlab report: interrupted: no more sweeps; reporting the runs there are.", flush=True)
