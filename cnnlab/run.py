@@ -225,7 +225,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), resume_
                 plugins=_cluster_plugins(),
                 default_root_dir=str(run_dir),
             )
-            tune_for_cpu(trainer)
+            tune_for_cpu(trainer, datamodule.loader_workers)
             log.info("%s", _describe(cfg, datamodule, classifier, trainer))
             if resume_from is not None:
                 log.info("Resuming from %s (epoch %d, step %d)", resume_from, *_epoch_and_step(resume_from))
@@ -366,7 +366,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     options = {k: v for k, v in _trainer_options(cfg).items()
                if k in ("accelerator", "devices", "precision", "deterministic", "limit_test_batches", "profiler")}
     trainer = pl.Trainer(**options, logger=False, enable_checkpointing=False, default_root_dir=str(path.parent))
-    tune_for_cpu(trainer)
+    tune_for_cpu(trainer, datamodule.loader_workers)
     # The weights only (Lightning's ckpt_path would also restore the training callbacks, which testing lacks).
     classifier.load_state_dict(checkpoint["state_dict"])
     metrics = trainer.test(classifier, datamodule=datamodule, verbose=False)[0]

@@ -94,6 +94,13 @@ class ImageDataModule(pl.LightningDataModule):
         return requested
 
     @property
+    def loader_workers(self) -> int:
+        """The DataLoader worker processes that feed training: ``data.num_workers`` on the per-sample path,
+        none on the in-memory paths (whose batches are cut in the training process; a folder cache's build
+        uses the workers only before training)."""
+        return self.spec["num_workers"] if self.pipeline == "loader" else 0
+
+    @property
     def num_classes(self) -> int:
         if self.classes is None:
             self.setup()
