@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -225,7 +225,7 @@ def ratios(runs: dict[str, list[dict]]) -> dict[str, float]:
             for name, results in runs.items() if name != "baseline"}
 
 
-def _per_image_us(work: Callable[[str], object], files: list[str], repeats: int = 3) -> float:
+def _per_image_us(work: Callable[[Any], object], files: Sequence[Any], repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
@@ -242,10 +242,11 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
     from PIL import Image
     from torchvision import transforms as v1
     from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
 
     from cnnlab.data.batch_augment import BatchPipeline
     from cnnlab.data.decode import read_image_file
-    from cnnlab.data.sample_path import BatchCollate, TrainSample
+    from cnnlab.data.sample_path import BatchCollate, TrainSample, random_box, resized_crop
     from cnnlab.models.lenet5 import ModernLeNet5
 
     threads = torch.get_num_threads()
@@ -263,10 +264,20 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
     crop = TrainSample(64, {})
     collate = BatchCollate(BatchPipeline({"horizontal_flip": {"p": 0.5}}, mean, std))
     crops = [crop(read_image_file(path, 3)) for path in files[:64]]
-    started = time.perf_counter()
-    for _ in range(20):
-        collate([(image, 0) for image in crops])
-    collate_us = (time.perf_counter() - started) / 20 / 64 * 1e6
+
+    def per_batch_image_us(work: Callable[[], object], repeats: int = 20) -> float:
+        work()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            work()
+        return (time.perf_counter() - started) / repeats / 64 * 1e6
+
+    collate_us = per_batch_image_us(lambda: collate([(image, 0) for image in crops]))
+    # the folder cache's training batch: 64 stored squares (64 / 0.875 = 73 px) cropped, flipped, normalised
+    stored = torch.stack([TF.resize(read_image_file(path, 3), [73], antialias=True)[..., :73, :73]
+                          for path in files[:64]])
+    cache_batch = BatchPipeline({"horizontal_flip": {"p": 0.5}}, mean, std, crop=64)
+    decoded = [read_image_file(path, 3) for path in files]
     rows = [
         ("PIL: open + convert to RGB (the decode of the baseline and of cnnlab before)", _per_image_us(pil, files)),
         ("torchvision.io.decode_image (cnnlab's decode now)", _per_image_us(lambda p: read_image_file(p, 3), files)),
@@ -276,9 +287,21 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
          _per_image_us(lambda p: objects(pil(p)), files)),
         ("decode_image + the same v2.Compose of Transform objects",
          _per_image_us(lambda p: objects(read_image_file(p, 3)), files)),
-        ("cnnlab per-sample now: decode_image + functional random-resized crop (uint8)",
+        ("cnnlab per-sample now: read + decode_image + random-resized crop (uint8)",
          _per_image_us(lambda p: crop(read_image_file(p, 3)), files)),
+        ("  of which the crop box: cnnlab's random_box (torchvision's get_params: next row)",
+         _per_image_us(lambda i: random_box(96, 96), range(len(files)))),
+        ("  torchvision's RandomResizedCrop.get_params",
+         _per_image_us(lambda i: v1.RandomResizedCrop.get_params(decoded[i], [0.08, 1.0], [3 / 4, 4 / 3]),
+                       range(len(files)))),
+        ("  of which the crop and resize: cnnlab's resized_crop (torchvision's resized_crop_image: next row)",
+         _per_image_us(lambda i: resized_crop(decoded[i], (10, 12, 60, 70), 64), range(len(files)))),
+        ("  torchvision's resized_crop_image",
+         _per_image_us(lambda i: TF.resized_crop_image(decoded[i], 10, 12, 60, 70, [64, 64], antialias=True),
+                       range(len(files)))),
         ("  + its batched flip and normalisation in the collate, per image", collate_us),
+        ("cnnlab cache: batched random-resized crop + flip + normalise of 73-px squares (batch 64), per image",
+         per_batch_image_us(lambda: cache_batch(stored, train=True))),
     ]
     model = ModernLeNet5(3, 10, 64)  # one thread too: on a loaded machine, more only wait for each other
     optimizer = torch.optim.Adam(model.parameters())
@@ -351,14 +374,15 @@ def report(runs: dict[str, list[dict]], machine: dict, folder: Folder, epochs: i
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put ``section`` into ``path`` in place of its previous version (appended the first time)."""
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Put ``section`` (starting with ``heading``) into ``path`` in place of its previous version (appended the
+    first time)."""
     text = path.read_text() if path.is_file() else "# Benchmark results\n"
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(heading))
         rest = text[end + 1:] if end >= 0 else ""
         text = text[:start] + section + ("\n" + rest if rest else "")
     path.write_text(text)
