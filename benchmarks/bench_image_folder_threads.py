@@ -54,7 +54,8 @@ def main(rounds: int, small: bool, results_file: Path) -> None:
             bench.ONE_THREAD = env  # measure() starts every run with this environment
             command = list(planned[path])  # type: ignore[arg-type]
             if path == "cnnlab cache":
-                command.append(f"data.cache_dir={work / ('cache-threads-small' if small else 'cache-threads')}")  # built in round 1, reused after
+                cache = work / ("cache-threads-small" if small else "cache-threads")  # built in round 1, reused
+                command.append(f"data.cache_dir={cache}")
             result = bench.measure(command, work)
             results[name].append(result)
             print(f"round {r + 1} {name[:60]:60s} {result['later']:7.0f} images/s from epoch 2, wall "
