@@ -28,8 +28,10 @@ def _chance(n: int, p: float, like: Tensor) -> Tensor:
 
 
 def _flip_some(x: Tensor, chosen: Tensor, dim: int) -> Tensor:
+    if x.device.type != "cpu":  # nonzero() would wait for the device; torch.where does not
+        return torch.where(chosen.view(-1, *[1] * (x.dim() - 1)), x.flip(dim), x)
     # Copy, then overwrite the chosen images only: ~1.7x faster on a CPU than torch.where over a flipped copy
-    # of the whole batch, whose kernel is not vectorised.
+    # of the whole batch, whose CPU kernel is not vectorised.
     index = chosen.nonzero().squeeze(1)
     out = x.clone()
     out[index] = x.index_select(0, index).flip(dim)
