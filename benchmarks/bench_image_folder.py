@@ -10,8 +10,8 @@ position and noise, so the network has something to learn. Every run trains the 
                     hand-written loop: what users and templates write.
 * cnnlab before   — benchmarks/pil_folder_pipeline.py: ``cnnlab train`` on the per-sample path as it was before
                     this work (PIL loader, ``v2.Compose`` of Transform objects, float batches).
-* cnnlab per-sample — ``cnnlab train data.cache=off``: torchvision.io decoding, functional crops, batched
-                    flip and normalisation in the workers, uint8 batches, prefetch 4.
+* cnnlab per-sample — ``cnnlab train data.cache=off``: torchvision.io decoding, functional crops in the
+                    workers, uint8 batches (prefetch 4), batched flip and normalisation in the training process.
 * cnnlab cache    — ``cnnlab train data.cache=memory``: the folder decoded once into a uint8 cache (a fresh
                     cache directory each round, so its build is part of the run's wall time), then the tensor path.
 
@@ -246,7 +246,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
 
     from cnnlab.data.batch_augment import BatchPipeline
     from cnnlab.data.decode import read_image_file
-    from cnnlab.data.sample_path import BatchCollate, TrainSample, random_box, resized_crop
+    from cnnlab.data.sample_path import TrainSample, random_box, resized_crop
     from cnnlab.models.lenet5 import ModernLeNet5
 
     threads = torch.get_num_threads()
@@ -262,7 +262,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
     objects = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(64, antialias=True), v2.RandomHorizontalFlip(),
                           v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     crop = TrainSample(64, {})
-    collate = BatchCollate(BatchPipeline({"horizontal_flip": {"p": 0.5}}, mean, std))
+    flip_normalise = BatchPipeline({"horizontal_flip": {"p": 0.5}}, mean, std)
     crops = [crop(read_image_file(path, 3)) for path in files[:64]]
 
     def per_batch_image_us(work: Callable[[], object], repeats: int = 20) -> float:
@@ -272,7 +272,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
             work()
         return (time.perf_counter() - started) / repeats / 64 * 1e6
 
-    collate_us = per_batch_image_us(lambda: collate([(image, 0) for image in crops]))
+    collate_us = per_batch_image_us(lambda: flip_normalise(torch.stack(crops), train=True))
     # the folder cache's training batch: 64 stored squares (64 / 0.875 = 73 px) cropped, flipped, normalised
     stored = torch.stack([TF.resize(read_image_file(path, 3), [73], antialias=True)[..., :73, :73]
                           for path in files[:64]])
@@ -299,7 +299,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
         ("  torchvision's resized_crop_image",
          _per_image_us(lambda i: TF.resized_crop_image(decoded[i], 10, 12, 60, 70, [64, 64], antialias=True),
                        range(len(files)))),
-        ("  + its batched flip and normalisation in the collate, per image", collate_us),
+        ("  + stacking the batch, its batched flip and normalisation (training process), per image", collate_us),
         ("cnnlab cache: batched random-resized crop + flip + normalise of 73-px squares (batch 64), per image",
          per_batch_image_us(lambda: cache_batch(stored, train=True))),
     ]

@@ -108,7 +108,9 @@ def test_training_batches_are_cropped_per_image_then_augmented_and_normalised_pe
     loader = dm.train_dataloader()
     assert loader.pin_memory is False  # no GPU: pinning would only cost
     torch.manual_seed(0)
-    images, labels = dm.on_after_batch_transfer(next(iter(loader)), 0)
+    batch = next(iter(loader))
+    assert batch[0].dtype == torch.uint8  # workers hand over uint8 crops: a quarter of float's shared memory
+    images, labels = dm.on_after_batch_transfer(batch, 0)
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
     assert -3 < images.mean() < 3 and images.std() > 0.1  # normalised with the ImageNet statistics
     # evaluation: the same centre crop every time, already normalised per image

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnnlab.data import folder_cache
 from cnnlab.data.batch_augment import BatchPipeline, unbatchable
-from cnnlab.data.sample_path import (BatchCollate, EncodedBatch, EncodedFiles, EvalSample, TrainSample,
+from cnnlab.data.sample_path import (EncodedBatch, EncodedFiles, EvalSample, TrainSample,
                                      collate_encoded, decode_on_device, split_augmentation)
 from cnnlab.data.sources import Splits, first_per_class, fixed_subset, labels_of, load_splits, source
 from cnnlab.data.tensor_path import ImageTensors, TensorBatches, cache_path, decode, load_cached, save_cached
@@ -180,12 +180,17 @@ class ImageDataModule(pl.LightningDataModule):
         return self.source.is_folder and self._device().type == "cuda" and self.spec.get("gpu_decode", True)
 
     def _train_collate(self) -> Callable | None:
-        """Folder training batches: augmented and normalised by the workers on a CPU, on the device on a GPU."""
-        if not self.source.is_folder:
-            return None
-        if self._decodes_on_gpu():
+        """Folder training batches: file bytes for the GPU's decoder, else uint8 crops stacked by torch's default
+        collate, augmented and normalised in the training process (``on_after_batch_transfer``).
+
+        Workers hand batches over in shared memory, and the training process maps and reads them: a float
+        batch costs it ~20 µs an image at 64 px, more than the flip and normalisation (~7) that a uint8 batch,
+        a quarter of the bytes, leaves it to do (benchmarks/RESULTS.md); the workers then skip that work and
+        the copy of the float batch too.
+        """
+        if self.source.is_folder and self._decodes_on_gpu():
             return collate_encoded
-        return BatchCollate(self.sample_batch_pipeline if self._device().type == "cpu" else None)
+        return None
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         workers = self.spec["num_workers"]
@@ -296,8 +301,8 @@ class ImageDataModule(pl.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         if self.batch_pipeline is not None:
             return self.batch_pipeline(images, train=training), labels
-        if training and images.dtype == torch.uint8 and self.sample_batch_pipeline is not None:
-            return self.sample_batch_pipeline(images, train=True), labels  # folder batches on a GPU
+        if images.dtype == torch.uint8 and self.sample_batch_pipeline is not None:  # only training batches are
+            return self.sample_batch_pipeline(images, train=True), labels  # uint8: evaluation's are float per image
         return batch
 
     # --- both ------------------------------------------------------------------------------------------------

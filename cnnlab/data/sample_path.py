@@ -4,8 +4,8 @@ For folders too large to decode once into memory. Per image, a worker does only 
 ``torchvision.io`` decoding straight to a uint8 tensor (no PIL image), the random-resized crop (training) or the
 resize and centre crop (evaluation), and the augmentations that have no batched version. The rest — flips,
 crops, colour, affine, random erasing, and the uint8 → normalised float conversion — runs once per batch with
-per-sample random parameters (``batch_augment``): in the worker's collate on a CPU, on the device on a GPU, so
-batches cross the bus as uint8, a quarter of float32's bytes.
+per-sample random parameters (``batch_augment``) in the training process, on its device, so that batches
+travel from the workers (and over the bus to a GPU) as uint8, a quarter of float32's bytes.
 
 Per image, the crop and resize are torchvision's kernels called directly (``v2.functional.*_image``) rather than
 through ``v2.Compose`` of ``Transform`` objects: on 96×96 images the objects' dispatch (input flattening, type
@@ -29,7 +29,7 @@ from torch.nn.functional import interpolate
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
-from cnnlab.data.batch_augment import BATCHED, BatchPipeline
+from cnnlab.data.batch_augment import BATCHED
 from cnnlab.data.decode import decode_jpeg_batch, read_bytes
 from cnnlab.data.transforms import _augmentations
 from cnnlab.errors import CorruptImageError
@@ -124,21 +124,6 @@ class EvalSample:
         image = F.resize_image(image, [self.resize], antialias=True)
         image = F.center_crop_image(image, [self.size, self.size])
         return image.to(torch.float32).mul_(self.scale).add_(self.shift)
-
-
-class BatchCollate:
-    """Stacks ``(uint8 image, label)`` samples into a batch; with a pipeline, augments and normalises it too
-    (in the DataLoader worker: the training process only runs the model)."""
-
-    def __init__(self, pipeline: BatchPipeline | None) -> None:
-        self.pipeline = pipeline
-
-    def __call__(self, samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-        images = torch.stack([image for image, _ in samples])  # channels-first: what the model takes
-        labels = torch.tensor([label for _, label in samples])
-        if self.pipeline is not None:
-            images = self.pipeline(images, train=True)
-        return images, labels
 
 
 @dataclass
