@@ -315,8 +315,9 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
 
     rows.append(("LeNet-5 at 64 px: forward, backward and Adam step (batch 64), per image",
                  per_batch_image_us(step)))
-    rows.append(("the per-sample path's training process: a float batch received from 2 workers, per image",
-                 _receive_us()))
+    rows.append(("the per-sample path's training process: a uint8 batch received from 2 workers, per image",
+                 _receive_us(torch.uint8)))
+    rows.append(("  the same for a float batch (what the workers handed over before)", _receive_us(torch.float32)))
     if threads > 1:  # the cache path on cnnlab's own choice: every core (it has no workers)
         torch.set_num_threads(threads)
         rows.append((f"LeNet-5's step on {threads} threads (the cache path's choice), per image",
@@ -327,27 +328,33 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
     return rows
 
 
-def _float_batch(indices: list[int]) -> tuple:
-    import torch
+class _Batch:
+    """A collate function that makes 64 × 3 × 64 × 64 batches of ``dtype`` (a class: workers may pickle it)."""
 
-    return torch.ones(len(indices), 3, 64, 64), torch.tensor(indices)
+    def __init__(self, dtype: object) -> None:
+        self.dtype = dtype
+
+    def __call__(self, indices: list[int]) -> tuple:
+        import torch
+
+        return torch.ones(len(indices), 3, 64, 64, dtype=self.dtype), torch.tensor(indices)
 
 
-def _receive_us(batches: int = 150) -> float:
-    """CPU time the training process spends per image taking 64-image float batches (3×64×64, as the
-    per-sample path's workers collate them) out of 2 workers' queue and reading them once: shared-memory
-    handles, mapping and page faults — work that runs beside the network's step on the same core."""
+def _receive_us(dtype: object, batches: int = 150) -> float:
+    """CPU time the training process spends per image taking 64-image batches of ``dtype`` out of 2 workers'
+    queue and touching each of their pages: shared-memory handles, mapping and page faults — work that runs
+    beside the network's step on the same core."""
     import torch
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(range(64 * (batches + 1)), batch_size=64, num_workers=2, collate_fn=_float_batch,
+    loader = DataLoader(range(64 * (batches + 1)), batch_size=64, num_workers=2, collate_fn=_Batch(dtype),
                         prefetch_factor=4)
     batch_iter = iter(loader)
     next(batch_iter)
     started = time.process_time()
     count = 0
     for images, _ in batch_iter:
-        images.sum()
+        images.flatten().view(torch.uint8)[::4096].sum()  # a byte a page: the page faults, not a sum's cost
         count += len(images)
     return (time.process_time() - started) / count * 1e6
 

@@ -183,10 +183,9 @@ class ImageDataModule(pl.LightningDataModule):
         """Folder training batches: file bytes for the GPU's decoder, else uint8 crops stacked by torch's default
         collate, augmented and normalised in the training process (``on_after_batch_transfer``).
 
-        Workers hand batches over in shared memory, and the training process maps and reads them: a float
-        batch costs it ~20 µs an image at 64 px, more than the flip and normalisation (~7) that a uint8 batch,
-        a quarter of the bytes, leaves it to do (benchmarks/RESULTS.md); the workers then skip that work and
-        the copy of the float batch too.
+        Workers hand batches over in shared memory, and the training process maps them page by page: a float
+        batch of 64-pixel images costs it ~21 µs an image, a uint8 one (a quarter of the bytes) ~9, plus ~7 for
+        the flip and normalisation it then does itself (benchmarks/RESULTS.md) — and the workers skip that work.
         """
         if self.source.is_folder and self._decodes_on_gpu():
             return collate_encoded
