@@ -272,7 +272,8 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
             work()
         return (time.perf_counter() - started) / repeats / 64 * 1e6
 
-    collate_us = per_batch_image_us(lambda: flip_normalise(torch.stack(crops), train=True))
+    batch = torch.stack(crops)  # the workers' default collate stacks it
+    collate_us = per_batch_image_us(lambda: flip_normalise(batch, train=True))
     # the folder cache's training batch: 64 stored squares (64 / 0.875 = 73 px) cropped, flipped, normalised
     stored = torch.stack([TF.resize(read_image_file(path, 3), [73], antialias=True)[..., :73, :73]
                           for path in files[:64]])
@@ -299,7 +300,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
         ("  torchvision's resized_crop_image",
          _per_image_us(lambda i: TF.resized_crop_image(decoded[i], 10, 12, 60, 70, [64, 64], antialias=True),
                        range(len(files)))),
-        ("  + stacking the batch, its batched flip and normalisation (training process), per image", collate_us),
+        ("  + its batched flip and normalisation, in the training process, per image", collate_us),
         ("cnnlab cache: batched random-resized crop + flip + normalise of 73-px squares (batch 64), per image",
          per_batch_image_us(lambda: cache_batch(stored, train=True))),
     ]
