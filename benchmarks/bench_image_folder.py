@@ -10,8 +10,8 @@ position and noise, so the network has something to learn. Every run trains the 
                     hand-written loop: what users and templates write.
 * cnnlab before   — benchmarks/pil_folder_pipeline.py: ``cnnlab train`` on the per-sample path as it was before
                     this work (PIL loader, ``v2.Compose`` of Transform objects, float batches).
-* cnnlab per-sample — ``cnnlab train data.cache=off``: torchvision.io decoding, functional crops in the
-                    workers, uint8 batches (prefetch 4), batched flip and normalisation in the training process.
+* cnnlab per-sample — ``cnnlab train data.cache=off``: torchvision.io decoding, functional crops and flips in
+                    the workers, uint8 batches (prefetch 4), batched normalisation in the training process.
 * cnnlab cache    — ``cnnlab train data.cache=memory``: the folder decoded once into a uint8 cache (a fresh
                     cache directory each round, so its build is part of the run's wall time), then the tensor path.
 
@@ -261,8 +261,8 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
     template = v1.Compose([v1.RandomResizedCrop(64), v1.RandomHorizontalFlip(), v1.ToTensor(), v1.Normalize(mean, std)])
     objects = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(64, antialias=True), v2.RandomHorizontalFlip(),
                           v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    crop = TrainSample(64, {})
-    flip_normalise = BatchPipeline({"horizontal_flip": {"p": 0.5}}, mean, std)
+    crop = TrainSample(64, {}, flips=[(-1, 0.5)])  # the flip comes first among the batched ones: in the worker
+    normalise = BatchPipeline({}, mean, std)
     crops = [crop(read_image_file(path, 3)) for path in files[:64]]
 
     def per_batch_image_us(work: Callable[[], object], repeats: int = 20) -> float:
@@ -273,7 +273,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
         return (time.perf_counter() - started) / repeats / 64 * 1e6
 
     batch = torch.stack(crops)  # the workers' default collate stacks it
-    collate_us = per_batch_image_us(lambda: flip_normalise(batch, train=True))
+    collate_us = per_batch_image_us(lambda: normalise(batch, train=True))
     # the folder cache's training batch: 64 stored squares (64 / 0.875 = 73 px) cropped, flipped, normalised
     stored = torch.stack([TF.resize(read_image_file(path, 3), [73], antialias=True)[..., :73, :73]
                           for path in files[:64]])
@@ -288,7 +288,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
          _per_image_us(lambda p: objects(pil(p)), files)),
         ("decode_image + the same v2.Compose of Transform objects",
          _per_image_us(lambda p: objects(read_image_file(p, 3)), files)),
-        ("cnnlab per-sample now: read + decode_image + random-resized crop (uint8)",
+        ("cnnlab per-sample now: read + decode_image + random-resized crop + flip (uint8)",
          _per_image_us(lambda p: crop(read_image_file(p, 3)), files)),
         ("  of which the crop box: cnnlab's random_box (torchvision's get_params: next row)",
          _per_image_us(lambda i: random_box(96, 96), range(len(files)))),
@@ -300,7 +300,7 @@ def where_the_time_goes(root: Path, count: int = 300) -> list[tuple[str, float]]
         ("  torchvision's resized_crop_image",
          _per_image_us(lambda i: TF.resized_crop_image(decoded[i], 10, 12, 60, 70, [64, 64], antialias=True),
                        range(len(files)))),
-        ("  + its batched flip and normalisation, in the training process, per image", collate_us),
+        ("  + the batch's normalisation, in the training process, per image", collate_us),
         ("cnnlab cache: batched random-resized crop + flip + normalise of 73-px squares (batch 64), per image",
          per_batch_image_us(lambda: cache_batch(stored, train=True))),
     ]

@@ -12,8 +12,8 @@ from PIL import Image
 
 from cnnlab import build_datamodule, compose_config
 from cnnlab.data.decode import decode_jpeg_batch, read_bytes, read_image_file
-from cnnlab.data.sample_path import (EncodedFiles, collate_encoded, decode_on_device, random_box,
-                                     resized_crop)
+from cnnlab.data.sample_path import (EncodedFiles, TrainSample, collate_encoded, decode_on_device,
+                                     random_box, resized_crop, split_augmentation)
 from cnnlab.errors import ConfigError, CorruptImageError
 from conftest import results_of, run_cli, run_dir_of
 
@@ -100,11 +100,13 @@ def per_sample(root: Path, *overrides: str):
 def test_training_batches_are_cropped_per_image_then_augmented_and_normalised_per_batch(colour_folder: Path) -> None:
     dm = per_sample(colour_folder, "augmentation=[standard,colour,randaugment,random_erasing]")
     assert dm.pipeline == "loader"
-    # RandAugment has no batched version: it runs per image, on uint8, after the crop
+    # RandAugment has no batched version: it runs per image, on uint8, after the crop; so does the flip that
+    # comes first (mirroring a uint8 crop in a worker is cheaper than a float batch in the training process)
     assert [type(t).__name__ for t in dm.train_sample.augmentations] == ["RandAugment"]
+    assert dm.train_sample.flips == [(-1, 0.5)]
     batched = dm.sample_batch_pipeline
-    assert {fn.__name__ for fn, _ in [*batched.leading_flips, *batched.on_images]} == {
-        "horizontal_flip", "random_crop", "colour_jitter"}
+    assert [fn.__name__ for fn, _ in [*batched.leading_flips, *batched.on_images]] == ["random_crop",
+                                                                                         "colour_jitter"]
     loader = dm.train_dataloader()
     assert loader.pin_memory is False  # no GPU: pinning would only cost
     torch.manual_seed(0)
@@ -218,3 +220,27 @@ def test_crop_boxes_follow_torchvisions_rules() -> None:
     first = [random_box(60, 90) for _ in range(5)]
     random.seed(7)
     assert [random_box(60, 90) for _ in range(5)] == first  # seeded per worker by torch: reproducible
+
+
+def test_flips_ahead_of_the_batched_augmentations_mirror_the_worker_crops() -> None:
+    image = torch.arange(3 * 50 * 60, dtype=torch.float32).view(3, 50, 60).remainder(251).to(torch.uint8)
+    per_sample, flips, per_batch = split_augmentation({"vertical_flip": {"p": 0.3}, "horizontal_flip": None,
+                                                       "colour_jitter": {"brightness": 0.2},
+                                                       "trivial_augment": None})
+    assert flips == [(-2, 0.3), (-1, 0.5)] and list(per_batch) == ["colour_jitter"]
+    assert list(per_sample) == ["trivial_augment"]
+    # a flip after another batched augmentation stays with the batch: moving it would reorder them
+    assert split_augmentation({"random_crop": {"padding": 4}, "horizontal_flip": None})[1] == []
+    always, never = TrainSample(32, {}, flips=[(-1, 1.0)]), TrainSample(32, {}, flips=[(-1, 0.0)])
+    random.seed(4)
+    mirrored = always(image)
+    random.seed(4)
+    assert torch.equal(mirrored, never(image).flip(-1))
+    assert not torch.equal(mirrored, mirrored.flip(-1))  # the images are not symmetric: the flip is visible
+    sometimes, flipped = TrainSample(32, {}, flips=[(-1, 0.3)]), 0
+    for seed in range(300):
+        random.seed(seed)
+        crop = sometimes(image)
+        random.seed(seed)
+        flipped += not torch.equal(crop, never(image))
+    assert 0.2 < flipped / 300 < 0.4  # each crop mirrored with probability p

@@ -168,8 +168,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.classes = splits.classes
 
     def _folder_samples(self) -> tuple[TrainSample, EvalSample]:
-        per_sample, per_batch = split_augmentation(self.augmentation)
-        self.train_sample = TrainSample(self.spec["image_size"], per_sample)
+        per_sample, flips, per_batch = split_augmentation(self.augmentation)
+        self.train_sample = TrainSample(self.spec["image_size"], per_sample, flips=flips)
         self.sample_batch_pipeline = BatchPipeline(per_batch, self.spec["mean"], self.spec["std"])
         return self.train_sample, EvalSample(self.spec["image_size"], self.spec["mean"], self.spec["std"])
 

@@ -2,10 +2,11 @@
 
 For folders too large to decode once into memory. Per image, a worker does only what needs the image alone:
 ``torchvision.io`` decoding straight to a uint8 tensor (no PIL image), the random-resized crop (training) or the
-resize and centre crop (evaluation), and the augmentations that have no batched version. The rest — flips,
-crops, colour, affine, random erasing, and the uint8 → normalised float conversion — runs once per batch with
-per-sample random parameters (``batch_augment``) in the training process, on its device, so that batches
-travel from the workers (and over the bus to a GPU) as uint8, a quarter of float32's bytes.
+resize and centre crop (evaluation), the augmentations that have no batched version, and the flips that come
+first among those that do (a uint8 crop is cheap to mirror). The rest — crops, colour, affine, random erasing,
+later flips, and the uint8 → normalised float conversion — runs once per batch with per-sample random
+parameters (``batch_augment``) in the training process, on its device, so that batches travel from the workers
+(and over the bus to a GPU) as uint8, a quarter of float32's bytes.
 
 Per image, the crop and resize are torchvision's kernels called directly (``v2.functional.*_image``) rather than
 through ``v2.Compose`` of ``Transform`` objects: on 96×96 images the objects' dispatch (input flattening, type
@@ -39,11 +40,23 @@ log = logging.getLogger(__name__)
 EVAL_RESIZE = 0.875  # evaluation: the centre crop of the image resized to size / 0.875, as ImageNet's recipes
 
 
-def split_augmentation(augmentation: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(per sample, per batch)``: the augmentations with a batched version run per batch, the rest per image."""
-    per_batch = {k: v for k, v in augmentation.items() if k in BATCHED}
+FLIP_DIMS = {"horizontal_flip": -1, "vertical_flip": -2}
+
+
+def split_augmentation(augmentation: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[int, float]],
+                                                                 dict[str, Any]]:
+    """``(per image, flips per image, per batch)``: the augmentations with a batched version run per batch,
+    the rest per image in the workers — and so do the flips that come before every other batched augmentation,
+    as ``(dim, p)``: flipping a uint8 crop in a worker costs less than flipping the float batch in the
+    training process, which feeds the network and bounds the speed on a CPU."""
     per_sample = {k: v for k, v in augmentation.items() if k not in BATCHED}
-    return per_sample, per_batch
+    per_batch = {k: v for k, v in augmentation.items() if k in BATCHED}
+    flips = []
+    for name in list(per_batch):
+        if name not in FLIP_DIMS:
+            break
+        flips.append((FLIP_DIMS[name], float((per_batch.pop(name) or {}).get("p", 0.5))))
+    return per_sample, flips, per_batch
 
 
 def random_box(height: int, width: int, scale: Sequence[float] = (0.08, 1.0),
@@ -92,20 +105,25 @@ def resized_crop(image: Tensor, box: tuple[int, int, int, int], size: int) -> Te
 
 class TrainSample:
     """uint8 image of any size → uint8 ``(C, size, size)``: a random-resized crop, then the per-image
-    augmentations (``v2`` transforms such as RandAugment, which have no batched version)."""
+    augmentations (``v2`` transforms such as RandAugment, which have no batched version), then ``flips``
+    (``(dim, p)``: mirrored along ``dim`` with probability ``p``, drawn with Python's ``random``)."""
 
     def __init__(self, size: int, per_sample: Mapping[str, Any], scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), flips: Sequence[tuple[int, float]] = ()) -> None:
         self.size = size
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         on_image, on_tensor = _augmentations(per_sample, size)
         assert not on_tensor, "every tensor-space augmentation has a batched version"
         self.augmentations = on_image
+        self.flips = list(flips)
 
     def __call__(self, image: Tensor) -> Tensor:
         image = resized_crop(image, random_box(image.shape[-2], image.shape[-1], self.scale, self.ratio), self.size)
         for transform in self.augmentations:
             image = transform(image)
+        for dim, p in self.flips:
+            if random.random() < p:
+                image = image.flip(dim)
         return image
 
 
