@@ -29,15 +29,16 @@ def test_faithful_lecun_recipes_follow_the_papers_protocol(recipe: str) -> None:
     cfg = compose_config([f"experiment={recipe}"])
     assert cfg.data.image_size == 16 and list(cfg.data.mean) == [0.5] and list(cfg.data.std) == [0.5]  # -1..1
     assert cfg.data.batch_size == 1 and cfg.data.val_split == 0  # per-pattern updates on every training image
-    assert cfg.model.activation == "scaled_tanh" and cfg.model.output == "scaled_tanh"
     assert cfg.loss.name == "mse" and list(cfg.loss.targets) == [-1.0, 1.0]
     assert cfg.optimizer.weight_decay == 0 and cfg.optimizer.get("momentum", 0) == 0
     assert cfg.callbacks.model_checkpoint.monitor is None  # the final network is tested
     if recipe in NETS:
         assert (cfg.data.train_per_class, cfg.data.test_per_class, cfg.data.full_test) == (32, 16, True)
         assert cfg.optimizer.name == "sdlm" and cfg.model.init == "lecun"  # the paper's diagonal Newton, ±2.4/F_i
-    else:  # the zip-code recipe follows Karpathy's reproduction: plain per-pattern SGD
-        assert cfg.optimizer.name == "sgd"
+        assert cfg.model.activation == "scaled_tanh" and cfg.model.output == "scaled_tanh"
+    else:  # the zip-code recipe follows Karpathy's reproduction: plain per-pattern SGD, tanh units, his init
+        assert cfg.optimizer.name == "sgd" and cfg.model.init == "karpathy"
+        assert cfg.model.activation == "tanh" and cfg.model.output == "tanh"
         assert (cfg.data.train_size, cfg.data.test_size, cfg.trainer.max_epochs) == (7291, 2007, 23)
 
 
@@ -81,6 +82,18 @@ def test_lecun_initialisation_is_uniform_within_2_4_over_fan_in() -> None:
     hidden, output = net.hidden[1], net.output
     assert hidden.weight.abs().max() <= 2.4 / 256 and hidden.weight.abs().max() > 0.9 * 2.4 / 256
     assert output.weight.abs().max() <= 2.4 / 12 and output.weight.abs().max() > 0.8 * 2.4 / 12
+
+
+def test_karpathy_initialisation_zeroes_the_biases_and_starts_the_outputs_at_minus_one() -> None:
+    net = build_model(compose_config(["model=lecun1989", "model.variant=zipcode", "model.init=karpathy",
+                                      "model.activation=tanh", "model.output=tanh", "data=mnist",
+                                      "data.image_size=16"]))
+    h1 = net.hidden[1]
+    assert h1.weight.abs().max() <= 2.4 / 5 and h1.weight.abs().max() > 0.9 * 2.4 / 5  # ±2.4/sqrt(25)
+    assert h1.unit_bias.abs().max() == 0 and net.hidden[7].bias.abs().max() == 0
+    assert net.output.bias.tolist() == [-1.0] * 10
+    assert isinstance(net.squash, torch.nn.Tanh)
+    assert net(torch.zeros(1, 1, 16, 16)).abs().max() < 1  # plain tanh outputs
 
 
 def test_mse_with_targets_compares_the_outputs_to_minus_and_plus_one() -> None:

@@ -29,9 +29,9 @@ RESNET_DEPTHS = (18, 34, 50, 101, 152)
 VGG_DEPTHS = {11: "A", 13: "B", 16: "D", 19: "E"}
 VGG_VARIANTS: dict[str, tuple[int, str] | None] = {"standard": None, "lrn": (11, "A-LRN"), "conv1x1": (16, "C")}
 LECUN1989_VARIANTS = ("net1", "net2", "net3", "net4", "net5", "zipcode")
-LECUN1989_ACTIVATIONS = ("scaled_tanh", "relu")
-LECUN1989_OUTPUTS = ("linear", "scaled_tanh")
-LECUN1989_INITS = ("torch", "lecun", "lecun_sqrt")
+LECUN1989_ACTIVATIONS = ("scaled_tanh", "tanh", "relu")
+LECUN1989_OUTPUTS = ("linear", "scaled_tanh", "tanh")
+LECUN1989_INITS = ("torch", "lecun", "lecun_sqrt", "karpathy")
 LECUN1989_INPUT_SIZE = 16
 LENET5_VARIANTS = ("modern", "classic")
 LENET5_OUTPUTS = ("rbf", "linear")
@@ -150,13 +150,15 @@ FAMILIES: dict[str, Family] = {
             + ". Set model.variant.")),
         "activation": Rule(OneOf(LECUN1989_ACTIVATIONS), message=(
             "Unknown lecun1989 activation {value}. Valid activations: " + ", ".join(LECUN1989_ACTIVATIONS)
-            + " (the papers' 1.7159 tanh(2x/3)). Set model.activation.")),
+            + " (scaled_tanh: the papers' 1.7159 tanh(2x/3); tanh: Karpathy's reproduction's). Set model.activation.")),
         "output": Rule(OneOf(LECUN1989_OUTPUTS), message=(
-            "model.output must be 'linear' (class scores, for cross-entropy) or 'scaled_tanh' (the papers' output "
-            "units, trained towards ±1 targets with loss=mse loss.targets=[-1,1]), got {value}.")),
+            "model.output must be 'linear' (class scores, for cross-entropy), 'scaled_tanh' (the papers' output "
+            "units, trained towards ±1 targets with loss=mse loss.targets=[-1,1]) or 'tanh' (the same with plain "
+            "tanh units, as Karpathy's reproduction), got {value}.")),
         "init": Rule(OneOf(LECUN1989_INITS), message=(
             "Unknown lecun1989 init {value}. Valid: torch (torch's default), lecun (the papers' uniform ±2.4/F_i), "
-            "lecun_sqrt (±2.4/sqrt(F_i)). Set model.init.")),
+            "lecun_sqrt (±2.4/sqrt(F_i)), karpathy (lecun_sqrt's weights, zero biases, output biases -1, as Karpathy's "
+            "reproduction). Set model.init.")),
         "dropout": DROPOUT,
     }, _lecun1989_rule),
     "lenet5": Family("cnnlab.models.lenet5:lenet5", {

@@ -25,8 +25,8 @@ H2 map reads; the pattern here is Karpathy's (lecun1989-repro): maps 0-3 read H1
 maps 8-11 read 0-3 and 8-11. Inputs are padded with -1 (the background of images scaled to -1..1), as there.
 
 Options beyond the papers' (for the recipes' modern variants and for studying why a method works):
-``activation`` (the papers' scaled tanh, or ReLU), ``output`` (a linear layer giving class scores for a
-cross-entropy loss, or scaled-tanh output units trained towards ±1 targets as in the papers), ``init`` (torch's
+``activation`` (the papers' scaled tanh, plain tanh as in Karpathy's reproduction, or ReLU), ``output`` (a linear
+layer giving class scores for a cross-entropy loss, or scaled-tanh or tanh output units trained towards ±1 targets), ``init`` (torch's
 default, or the papers' uniform ±2.4/F_i, F_i the unit's fan-in, or Karpathy's reading ±2.4/sqrt(F_i)) and
 ``dropout`` (before the last fully connected layer).
 """
@@ -43,12 +43,12 @@ from cnnlab.models.layers import (ConstantPad, LocallyConnected2d, PartialShared
 
 
 def _activation(name: str) -> nn.Module:
-    return ScaledTanh() if name == "scaled_tanh" else nn.ReLU()
+    return {"scaled_tanh": ScaledTanh, "tanh": nn.Tanh, "relu": nn.ReLU}[name]()
 
 
 class LeCun1989(nn.Module):
-    """``hidden`` layers, each followed by the activation, then a fully connected output layer (with the scaled
-    tanh after it when ``output`` is ``scaled_tanh``). ``nn.Flatten``, ``nn.Dropout`` and ``ConstantPad`` entries
+    """``hidden`` layers, each followed by the activation, then a fully connected output layer (with a squashing
+    function after it when ``output`` is ``scaled_tanh`` or ``tanh``). ``nn.Flatten``, ``nn.Dropout`` and ``ConstantPad`` entries
     of ``hidden`` are shape and regularisation steps: no activation follows them."""
 
     def __init__(self, hidden: list[nn.Module], out_features: int, num_classes: int, activation: str = "scaled_tanh",
@@ -62,7 +62,7 @@ class LeCun1989(nn.Module):
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.output = nn.Linear(out_features, num_classes)
-        self.squash = ScaledTanh() if output == "scaled_tanh" else nn.Identity()
+        self.squash = nn.Identity() if output == "linear" else _activation(output)
         self.in_units = in_units
 
     def forward(self, x: Tensor) -> Tensor:
@@ -97,14 +97,19 @@ def _fan_in(layer: nn.Module) -> int:
     return layer.weight[0].numel()  # SharedConv2d, PartialSharedConv2d: one output map's kernel
 
 
-def init_lecun(net: LeCun1989, sqrt: bool = False) -> None:
+def init_lecun(net: LeCun1989, sqrt: bool = False, karpathy: bool = False) -> None:
     """The papers' initialisation: every weight and bias of a unit uniform in ±2.4/F_i, F_i the unit's fan-in
-    (``sqrt``: ±2.4/sqrt(F_i), the reading of Karpathy's reproduction, whose text finds ±2.4/F_i too small)."""
+    (``sqrt``: ±2.4/sqrt(F_i), the reading of Karpathy's reproduction, whose text finds ±2.4/F_i too small).
+    ``karpathy``: his reproduction's whole initialisation — weights in ±2.4/sqrt(F_i), biases zero, and the
+    output units' biases -1, the target of nine outputs in ten."""
     for layer in net._weighted():
         fan_in = _fan_in(layer)
-        bound = 2.4 / (math.sqrt(fan_in) if sqrt else fan_in)
-        for parameter in layer.parameters(recurse=False):
-            nn.init.uniform_(parameter, -bound, bound)
+        bound = 2.4 / (math.sqrt(fan_in) if sqrt or karpathy else fan_in)
+        for name, parameter in layer.named_parameters(recurse=False):
+            if karpathy and name != "weight":
+                nn.init.constant_(parameter, -1.0 if layer is net.output else 0.0)
+            else:
+                nn.init.uniform_(parameter, -bound, bound)
 
 
 def _net1(c: int) -> tuple[list[nn.Module], int]:
@@ -157,5 +162,5 @@ def lecun1989(*, in_channels: int, num_classes: int, image_size: int, variant: s
     net = LeCun1989(hidden, out_features, num_classes, activation, output, dropout,
                     in_units=in_channels * INPUT_SIZE * INPUT_SIZE)
     if init != "torch":
-        init_lecun(net, sqrt=init == "lecun_sqrt")
+        init_lecun(net, sqrt=init == "lecun_sqrt", karpathy=init == "karpathy")
     return net

@@ -1,8 +1,8 @@
 """``cnnlab report [--runs DIR ...] [--run] [--out DIR] [--only NAME ...] [--seeds N] [overrides ...]``.
 
 The command line is read and checked (folders, names, overrides composed with a recipe) before torch is loaded, so
-a typo costs a second. ``--run`` launches the rows that lack runs as Hydra sweeps, one per group of rows that need the same seeds (a
-paper's recipes, usually), each in its own ``cnnlab train -m`` process (so a recipe that crashes its process is
+a typo costs a second. ``--run`` launches the rows that lack runs as Hydra sweeps, one per group of rows that
+need the same seeds (a paper's recipes, usually), each in its own ``cnnlab train -m`` process (so a recipe that crashes its process is
 reported as failed and the report goes on), on ``launcher=pool`` with one trial per core unless the overrides
 pick another launcher or slot count.
 """
@@ -38,7 +38,8 @@ report.png and runs.csv into the output folder, whose path is printed last.
                    into the first --runs folder (created if need be)
   --out DIR        where to write the report; default: reports/<date>/<time>
   --only NAME ...  only these papers (lecun1989, lecun1989_zipcode, lenet5, he2016) or recipes; * wildcards
-  --seeds N        seeds per row instead of each row's own (5 for Net-1 ... Net-5, 1 for the others)
+  --seeds N        seeds per row instead of each row's own (5 for Net-1 ... Net-5, 3 for the zip-code
+                   network, 2 for LeNet-5, 1 for the CIFAR-10 networks)
   overrides        key=value passed to every run that --run launches, after an optional --: where the data is
                    (data.root=../shared/data data.download=false), the launcher (launcher=basic,
                    hydra.launcher.slots=2). An override that changes the experiment (trainer.max_epochs=1)
