@@ -8,9 +8,10 @@ later flips, and the uint8 → normalised float conversion — runs once per bat
 parameters (``batch_augment``) in the training process, on its device, so that batches travel from the workers
 (and over the bus to a GPU) as uint8, a quarter of float32's bytes.
 
-Per image, the crop and resize are torchvision's kernels called directly (``v2.functional.*_image``) rather than
-through ``v2.Compose`` of ``Transform`` objects: on 96×96 images the objects' dispatch (input flattening, type
-checks, parameter dicts) costs about as much as the operations (benchmarks/RESULTS.md).
+Per image, the crop and resize are torch's and torchvision's kernels called directly (``interpolate``,
+``v2.functional.*_image``) rather than through ``v2.Compose`` of ``Transform`` objects: on 96×96 images the
+objects' dispatch (input flattening, type checks, parameter dicts) costs about as much as the operations
+(benchmarks/RESULTS.md).
 
 On a CUDA device, JPEG training batches can be decoded on the GPU (``data.gpu_decode``): workers only read the
 files' bytes and nvJPEG decodes the batch at once (:func:`cnnlab.data.decode.decode_jpeg_batch`).
