@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, write_json
+from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, pyplot, save_figure, write_json
 from cnnlab.attacks import Attack, PixelModel
 from cnnlab.config.rules import epsilon_key
 from cnnlab.errors import ConfigError
@@ -103,20 +103,11 @@ def measure(context: AnalysisContext, options: Mapping[str, Any], indices: Tenso
 
 # --- figures -----------------------------------------------------------------------------------------------------
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(path: Path, curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
                 title: str, ylabel: str = "test accuracy") -> Path:
     """Accuracy against ε: ``curves[network][attack] = (epsilons, accuracies)``, a colour per attack and a line
     style per network (one network: solid lines)."""
-    plt = _pyplot()
+    plt = pyplot()
     colours = {"fgsm": "tab:blue", "pgd": "tab:red"}
     styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -140,10 +131,7 @@ def plot_curves(path: Path, curves: Mapping[str, Mapping[str, tuple[Sequence[flo
     else:
         ax.legend(fontsize=9, loc="lower left")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _show(ax: Any, image: Tensor, signed: bool = False) -> Any:
@@ -164,7 +152,7 @@ def plot_examples(path: Path, originals: Tensor, perturbations: Tensor, adversar
     """The lecture's figure, one row per image: original + ε × perturbation = adversarial, each with the class
     the network gives it and its confidence. ``perturbations`` are (adversarial − original) / ε, in [-1, 1]:
     FGSM's sign of the gradient as applied (a pixel already at 0 or 1 cannot move further out)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = len(originals)
     # image, "+ ε ×", image, "=", image: the signs get narrow columns of their own
     fig, axes = plt.subplots(rows, 5, figsize=(8.4, 2.25 * rows + 1.6), squeeze=False,
@@ -193,10 +181,7 @@ def plot_examples(path: Path, originals: Tensor, perturbations: Tensor, adversar
         bar = fig.colorbar(shown, cax=bar_axes, orientation="horizontal", ticks=[-1, 0, 1])
         bar.set_label("change / ε (blue: darker, red: lighter)", fontsize=8)
         bar.ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, 10, tight=False)  # laid out by hand above: room for the colour bar
 
 
 def lecture_examples(context: AnalysisContext, options: Mapping[str, Any], indices: Tensor | None) -> dict | None:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, write_json
+from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, pyplot, save_figure, write_json
 from cnnlab.analysis.layers import LayerTaps, check_layers, conv_stages, example_input, logits_of, trace
 from cnnlab.analysis.selection import chosen_indices, class_index, display_scale, show_image
 from cnnlab.errors import ConfigError
@@ -206,15 +206,6 @@ def relative(maps: np.ndarray) -> np.ndarray:
 
 # --- figures -----------------------------------------------------------------------------------------------------
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _overlay(ax: Any, image: Tensor, heat: np.ndarray, alpha: float, plt: Any) -> Any:
     """The image, then the map on the same pixel grid, more opaque where the map is higher."""
     show_image(ax, image)
@@ -225,9 +216,15 @@ def _overlay(ax: Any, image: Tensor, heat: np.ndarray, alpha: float, plt: Any) -
     return plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1))
 
 
+def _colour_bar(fig: Any, mappable: Any, axes: Any) -> None:
+    """The maps' scale, in the strip ``tight_layout`` left free on the right of the panels."""
+    bar = fig.colorbar(mappable, ax=list(axes.flat), fraction=0.02, pad=0.01)
+    bar.set_label("map / its maximum")
+
+
 def plot_top(path: Path, images: Tensor, heat: np.ndarray, indices: list[int], true: list[str],
              top: list[list[tuple[str, float]]], title: str, alpha: float) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     n, t = heat.shape[:2]
     fig, axes = plt.subplots(n, t + 1, figsize=(1.55 * (t + 1) + 0.9, 1.7 * n + 0.9), squeeze=False)
     mappable = None
@@ -241,18 +238,12 @@ def plot_top(path: Path, images: Tensor, heat: np.ndarray, indices: list[int], t
             correct = name == true[i]
             ax.set_title(f"{k + 1}. {name}\n{100 * probability:.1f} %", fontsize=7,
                          color="darkgreen" if correct else "black", fontweight="bold" if correct else "normal")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
-    bar = fig.colorbar(mappable, ax=list(axes.flat), fraction=0.02, pad=0.01)
-    bar.set_label("map / its maximum")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, 9, rect=(0, 0, 0.93, 1), after_layout=lambda: _colour_bar(fig, mappable, axes))
 
 
 def plot_one_class(path: Path, images: Tensor, heat: np.ndarray, indices: list[int], probabilities: list[float],
                    title: str, alpha: float) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     columns = min(8, n)
     rows = math.ceil(n / columns)
@@ -264,13 +255,7 @@ def plot_one_class(path: Path, images: Tensor, heat: np.ndarray, indices: list[i
             continue
         mappable = _overlay(ax, images[k], heat[k], alpha, plt)
         ax.set_title(f"test #{indices[k]}\np = {100 * probabilities[k]:.1f} %", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.92, 1))
-    bar = fig.colorbar(mappable, ax=list(axes.flat), fraction=0.02, pad=0.01)
-    bar.set_label("map / its maximum")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, 9, rect=(0, 0, 0.92, 1), after_layout=lambda: _colour_bar(fig, mappable, axes))
 
 
 # --- the analysis ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -183,6 +183,41 @@ def hook_count(net: nn.Module) -> int:
 
 def write_json(path: Path, data: Any) -> None:
     write_json_atomically(path, data)
+
+
+# --- figures -----------------------------------------------------------------------------------------------------
+
+FIGURE_DPI = 100
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed), imported when a figure is drawn:
+    importing an analysis, or checking a config, does not load matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, title: str | None = None, title_size: float = 10, *, tight: bool = True,
+                rect: tuple[float, float, float, float] | None = None, after_layout: Callable[[], Any] | None = None,
+                bbox_inches: str | None = None) -> Path:
+    """Finish and write an analysis figure: its ``title`` above everything (``suptitle``, ``title_size`` points),
+    ``tight_layout`` (within ``rect``, when given; ``tight=False`` for a figure laid out by hand), then
+    ``after_layout()`` (a colour bar that takes its room after the layout), then the PNG at ``FIGURE_DPI``, and
+    the figure closed. One place decides the backend, the resolution and the closing, so that every analysis PNG
+    is saved alike and no figure stays open in a long run of analyses."""
+    if title is not None:
+        fig.suptitle(title, fontsize=title_size)
+    if tight:
+        fig.tight_layout(**({} if rect is None else {"rect": rect}))
+    if after_layout is not None:
+        after_layout()
+    fig.savefig(path, dpi=FIGURE_DPI, **({} if bbox_inches is None else {"bbox_inches": bbox_inches}))
+    pyplot().close(fig)
+    return path
 
 
 def check_analyses(cfg: DictConfig, net: nn.Module) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cnnlab.analysis.common import AnalysisContext, write_json
+from cnnlab.analysis.common import AnalysisContext, pyplot, save_figure, write_json
 
 
 @torch.inference_mode()
@@ -57,18 +57,9 @@ def confused_pairs(matrix: Tensor, classes: list[str], top: int) -> list[dict[st
     return pairs
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_matrices(path: Path, matrix: Tensor, classes: list[str], title: str) -> Path:
     """Counts and row-normalised (recall per true class) side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = matrix.numpy()
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(classes)
@@ -101,16 +92,12 @@ def plot_matrices(path: Path, matrix: Tensor, classes: list[str], title: str) ->
         bar.set_label(label)
         if fmt != "d":
             bar.set_ticks([0, 0.25, 0.5, 0.75, 1], labels=["0", "25", "50", "75", "100"])
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, 11)
 
 
 def plot_metrics(path: Path, metrics: Mapping[str, Tensor], classes: list[str], title: str) -> Path:
     """Per-class precision, recall and F1 as grouped bars."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(classes)
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * n + 2), 4))
     x = np.arange(n)
@@ -125,16 +112,13 @@ def plot_metrics(path: Path, metrics: Mapping[str, Tensor], classes: list[str], 
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, ncols=3, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gallery(path: Path, images: Tensor, true: list[str], predicted: list[str], confidence: list[float],
                  title: str) -> Path:
     """The given images in a grid, each titled with its true and predicted class and the confidence."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     columns = min(8, max(1, n))
     rows = max(1, math.ceil(n / columns))
@@ -151,11 +135,7 @@ def plot_gallery(path: Path, images: Tensor, true: list[str], predicted: list[st
         ax.set_title(f"true {true[k]}\npredicted {predicted[k]}\n({100 * confidence[k]:.1f} %)", fontsize=7)
     if n == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified test image", ha="center", va="center")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, 10)
 
 
 def run(context: AnalysisContext, options: Mapping[str, Any]) -> dict[str, float]:

@@ -18,22 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, write_json
+from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, pyplot, save_figure, write_json
 from cnnlab.analysis.filters import mosaic
 from cnnlab.analysis.layers import LayerTaps, check_layers, conv_stages, example_input, logits_of, trace
 from cnnlab.analysis.selection import chosen_indices, show_image
 from cnnlab.errors import ConfigError
 
 KEY = "analysis.feature_maps.layers"
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def channel_grid(maps: np.ndarray) -> np.ndarray:
@@ -50,7 +41,7 @@ def plot_image(path: Path, image: Tensor, maps: Mapping[str, np.ndarray], kinds:
                max_channels: int, title: str, caption: str) -> Path:
     """The input, then one panel per layer: its first ``max_channels`` maps, on the layer's colour scale
     (non-negative maps from 0 to their maximum; maps with negative values on a diverging scale around 0)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(maps)
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.4 + 3.1 * len(names), 3.9), squeeze=False,
                              gridspec_kw={"width_ratios": [0.75] + [1] * len(names)})
@@ -75,11 +66,7 @@ def plot_image(path: Path, image: Tensor, maps: Mapping[str, np.ndarray], kinds:
         bar = fig.colorbar(drawn, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
         bar.set_label("activation", fontsize=7)
         bar.ax.tick_params(labelsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, 9)
 
 
 def resolve_layers(net: nn.Module, requested: Sequence[str] | None, example: Tensor) -> list[str]:

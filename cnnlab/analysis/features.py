@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnlab.analysis.common import AnalysisContext, write_json
+from cnnlab.analysis.common import AnalysisContext, pyplot, save_figure, write_json
 from cnnlab.analysis.layers import check_layers
 from cnnlab.errors import ConfigError
 
@@ -265,15 +265,6 @@ def evaluate_layer(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray
 
 # --- figures -----------------------------------------------------------------------------------------------------
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _slug(layer: str) -> str:
     return layer.replace("/", "_").replace(":", "_")
 
@@ -281,7 +272,7 @@ def _slug(layer: str) -> str:
 def plot_projection(path: Path, projected: np.ndarray, labels: np.ndarray, classes: list[str], title: str,
                     variance: np.ndarray) -> Path:
     """The test features on their first two principal components, a colour per class."""
-    plt = _pyplot()
+    plt = pyplot()
     if len(labels) > MAX_POINTS:  # a readable cloud (and a small file): a fixed random sample of the points
         keep = np.sort(np.random.default_rng(0).permutation(len(labels))[:MAX_POINTS])
         title += f" ({MAX_POINTS:,} of {len(labels):,} images shown)"
@@ -301,14 +292,12 @@ def plot_projection(path: Path, projected: np.ndarray, labels: np.ndarray, class
                   frameon=False)
     ax.grid(alpha=0.3)
     fig.subplots_adjust(left=0.1, right=0.82, bottom=0.1, top=0.92)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 def plot_variance(path: Path, ratios: np.ndarray, title: str, kept: int | None, fraction: float | None) -> Path:
     """The cumulative explained variance against the number of principal components."""
-    plt = _pyplot()
+    plt = pyplot()
     cumulative = np.cumsum(ratios)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     components = np.arange(1, len(cumulative) + 1)
@@ -328,9 +317,7 @@ def plot_variance(path: Path, ratios: np.ndarray, title: str, kept: int | None, 
     ax.legend(fontsize=8, loc="center right")
     ax.grid(alpha=0.3)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.9)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 def _label(name: str, options: Mapping[str, Any]) -> str:
@@ -344,7 +331,7 @@ def _label(name: str, options: Mapping[str, Any]) -> str:
 def plot_accuracies(path: Path, head: float, results: Mapping[str, Mapping[str, Any]], title: str,
                     options: Mapping[str, Any]) -> Path:
     """Test top-1 of each classifier beside the network's head."""
-    plt = _pyplot()
+    plt = pyplot()
     names = ["network's own head", *(_label(n, options) for n in results)]
     values = [head, *(r["acc"] for r in results.values())]
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -358,9 +345,7 @@ def plot_accuracies(path: Path, head: float, results: Mapping[str, Mapping[str, 
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.subplots_adjust(left=0.27, right=0.97, bottom=0.14, top=0.88)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 # --- the analysis ------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, write_json
+from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, pyplot, save_figure, write_json
 from cnnlab.analysis.layers import Call, check_layers, example_input, is_conv, trace
 from cnnlab.errors import ConfigError
 from cnnlab.models.layers import LocallyConnected2d
@@ -58,15 +58,6 @@ def mosaic(cells: np.ndarray, gap: int = 1) -> np.ndarray:
     return image
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _symmetric_limit(values: np.ndarray) -> float:
     finite = np.abs(values[np.isfinite(values)])
     return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
@@ -93,7 +84,7 @@ def _ticks(ax: Any, count: int, cell: int, axis: str, label: str, gap: int = 1) 
 
 def plot_grid(path: Path, weights: np.ndarray, title: str, max_out: int, max_in: int) -> dict[str, Any]:
     """Kernels (out, in, k, k): a row per output channel, a column per input channel, one diverging scale."""
-    plt = _pyplot()
+    plt = pyplot()
     shown = weights[:max_out, :max_in]
     image = mosaic(shown)
     limit = _symmetric_limit(shown)
@@ -107,9 +98,7 @@ def plot_grid(path: Path, weights: np.ndarray, title: str, max_out: int, max_in:
            if n < total]
     ax.set_title(title + (f"\n(the first {' and '.join(cut)} channels)" if cut else ""), fontsize=9)
     fig.colorbar(drawn, ax=ax, fraction=0.046, pad=0.03, label="weight")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return {"figure": path.name, "shown": list(shown.shape[:2]), "abs_max": limit}
 
 
@@ -132,7 +121,7 @@ def plot_first_layer(path: Path, weights: np.ndarray, title: str, max_out: int) 
         cells[:count] = shown[:, 0]
         cells = cells.reshape(rows, columns, k, k)
     image = mosaic(cells)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = _figure(plt, image, scale=0.3 if k <= 7 else 0.12)
     limit = _symmetric_limit(shown)
     if rgb:
@@ -146,16 +135,14 @@ def plot_first_layer(path: Path, weights: np.ndarray, title: str, max_out: int) 
     ax.set_xlabel(f"{count} kernels of {k}x{k}, left to right, top to bottom"
                   + ("; each scaled to its own largest |weight|, grey = 0" if rgb else ""), fontsize=8)
     ax.set_title(title + (f"\n(the first {count} of {len(weights)})" if count < len(weights) else ""), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return {"figure": path.name, "shown": [count, int(shown.shape[1])], "abs_max": limit}
 
 
 def plot_local(path: Path, weights: np.ndarray, title: str) -> dict[str, Any]:
     """A locally connected layer (rows, columns, out, in, k, k): for each output map, the kernel of every position
     at that position (the input channels of one position side by side)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, columns, out, inputs, k, _ = weights.shape
     limit = _symmetric_limit(weights)
     fig, axes = plt.subplots(1, out, figsize=(min(12, 1.2 + out * (columns * (inputs * (k + 1) + 1)) * 0.09),
@@ -177,10 +164,8 @@ def plot_local(path: Path, weights: np.ndarray, title: str) -> dict[str, Any]:
         if out > 1:
             ax.set_title(f"output map {o}", fontsize=8)
     assert drawn is not None
-    fig.suptitle(title, fontsize=9)
-    fig.colorbar(drawn, ax=list(axes.flat), fraction=0.046, pad=0.03, label="weight")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, title, 9, tight=False, bbox_inches="tight",
+                after_layout=lambda: fig.colorbar(drawn, ax=list(axes.flat), fraction=0.046, pad=0.03, label="weight"))
     return {"figure": path.name, "positions": [rows, columns], "kernel": [inputs, k, k], "abs_max": limit}
 
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, write_json
+from cnnlab.analysis.common import AnalysisContext, NetworkStateKept, pyplot, save_figure, write_json
 from cnnlab.attacks import PixelModel
 from cnnlab.errors import ConfigError
 
@@ -59,19 +59,10 @@ def climb(model: PixelModel, start: Tensor, classes: Tensor, target_confidence: 
 
 # --- figure ------------------------------------------------------------------------------------------------------
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_grid(path: Path, images: Tensor, names: Sequence[str], confidences: Sequence[float],
               steps: Sequence[int], max_steps: int, title: str) -> Path:
     """The fooling images in a grid, each titled with its class, the confidence reached and the steps needed."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     columns = max(1, min(5 if n <= 10 else 10, n))
     rows = max(1, math.ceil(n / columns))
@@ -89,11 +80,7 @@ def plot_grid(path: Path, images: Tensor, names: Sequence[str], confidences: Seq
         ax.set_title(f"{names[k]}\n{100 * confidences[k]:.2f} %\n"
                      + (f"{steps[k]} steps" if done else f"not there in {max_steps}"),
                      fontsize=7, color="black" if done else "tab:red")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, 10)
 
 
 # --- the analysis ------------------------------------------------------------------------------------------------
