@@ -241,6 +241,21 @@ def test_help(tmp_path: Path) -> None:
     assert result.returncode == 0 and "--run" in result.stdout and "launcher=pool" in result.stdout
 
 
+def test_rows_needing_the_same_seeds_and_overrides_share_one_sweep() -> None:
+    from cnnlab.report.command import group_sweeps, sweep_arguments
+    from cnnlab.report.papers import HE_2016
+
+    nets, depths = LECUN_1989.rows[:3], HE_2016.rows[:2]  # ResNet-20, then ResNet-32 (model.depth=32)
+    plan = [(nets[0], [0, 1]), (nets[1], [0, 1]), (nets[2], [1]), (depths[0], [0]), (depths[1], [0])]
+    groups = group_sweeps(plan)
+    assert [([r.recipe for r in rows], seeds) for rows, seeds in groups] == [
+        (["lecun1989_net1", "lecun1989_net2"], [0, 1]), (["lecun1989_net3"], [1]), (["resnet20_cifar10"], [0]),
+        (["resnet20_cifar10"], [0])]
+    assert "model.depth=32" in sweep_arguments(*groups[3], []) and "model.depth=32" not in sweep_arguments(
+        *groups[2], [])
+    assert sweep_arguments(*groups[0], ["launcher=basic"])[-1] == "launcher=basic"  # the user's launcher, as given
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """``cnnlab report --run`` for Net-1 and Net-2, two seeds, each run shortened to 20 steps through the passed

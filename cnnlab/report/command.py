@@ -175,18 +175,20 @@ def check_overrides(overrides: Sequence[str], papers: Sequence[Paper]) -> None:
 
 # --- launching ------------------------------------------------------------------------------------------------
 
-def train_arguments(row: Row, seeds: Sequence[int], overrides: Sequence[str]) -> list[str]:
+def train_arguments(rows: Sequence[Row], seeds: Sequence[int], overrides: Sequence[str]) -> list[str]:
+    """``cnnlab train -m`` over the recipes of ``rows`` (which share their own overrides) and ``seeds``."""
     from cnnlab.report.runs import override_key
 
     launcher = [] if any(override_key(o) == "launcher" for o in overrides) else [DEFAULT_LAUNCHER]
-    return ["train", "-m", f"experiment={row.recipe}", *row.overrides, f"seed={','.join(map(str, seeds))}",
+    recipes = ",".join(dict.fromkeys(r.recipe for r in rows))
+    return ["train", "-m", f"experiment={recipes}", *rows[0].overrides, f"seed={','.join(map(str, seeds))}",
             *launcher, *overrides]
 
 
 def command_text(row: Row, seeds: Sequence[int], overrides: Sequence[str]) -> str:
     import shlex
 
-    return shlex.join(["cnnlab", *train_arguments(row, seeds, overrides)])
+    return shlex.join(["cnnlab", *train_arguments([row], seeds, overrides)])
 
 
 def sweep_commands(rows: Sequence[Row], overrides: Sequence[str]) -> dict[str, str]:
@@ -234,13 +236,12 @@ def group_sweeps(plan: Sequence[tuple[Row, list[int]]]) -> list[tuple[list[Row],
 
 
 def sweep_arguments(rows: Sequence[Row], seeds: Sequence[int], overrides: Sequence[str]) -> list[str]:
-    """``cnnlab train -m`` over the recipes of ``rows`` (which share their overrides) and ``seeds``. On the default
-    launcher, one trial per core: the papers' networks are small and most train one pattern at a time, which a
-    second thread does not speed up (on a GPU machine the pool still gives each trial a GPU of its own)."""
+    """``train_arguments``, and on the default launcher one trial per core: the papers' networks are small and
+    most train one pattern at a time, which a second thread does not speed up (on a GPU machine the pool still
+    gives each trial a GPU of its own)."""
     from cnnlab.report.runs import override_key
 
-    args = train_arguments(rows[0], seeds, overrides)
-    args[2] = f"experiment={','.join(r.recipe for r in rows)}"
+    args = train_arguments(rows, seeds, overrides)
     if not any(override_key(o) in ("launcher", "hydra.launcher.slots") for o in overrides):
         args.append(f"hydra.launcher.slots={os.cpu_count() or 1}")
     return args
