@@ -184,8 +184,8 @@ class ImageDataModule(pl.LightningDataModule):
         collate, augmented and normalised in the training process (``on_after_batch_transfer``).
 
         Workers hand batches over in shared memory, and the training process maps them page by page: a float
-        batch of 64-pixel images costs it ~21 µs an image, a uint8 one (a quarter of the bytes) ~9, plus ~7 for
-        the flip and normalisation it then does itself (benchmarks/RESULTS.md) — and the workers skip that work.
+        batch of 64-pixel images costs it ~21 µs an image, a uint8 one (a quarter of the bytes) ~11, plus ~2 for
+        the normalisation it then does itself (benchmarks/RESULTS.md) — and the workers skip that work.
         """
         if self.source.is_folder and self._decodes_on_gpu():
             return collate_encoded

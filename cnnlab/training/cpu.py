@@ -64,10 +64,10 @@ def leave_cores_to_workers(workers: int) -> int:
 
     torch starts one intra-op (OpenMP) thread per core whatever else runs. Beside busy workers its threads
     have no cores of their own, and OpenMP threads spin at every barrier while a worker holds the core they
-    wait for: on 2 cores with 2 workers, LeNet-5 on a JPEG folder trained 1.8-4.9x slower on torch's 2 threads
-    than on 1 with other jobs on the machine (benchmarks/RESULTS.md, image folders). A run without workers
-    (the in-memory and folder-cache paths) keeps every core — also after a run with workers in the same
-    process (a sweep's trials). ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set by the user are left alone.
+    wait for: on 2 cores with 2 workers, LeNet-5 on a JPEG folder trained 1.7x slower on torch's 2 threads than
+    on 1 on an idle machine, 1.8-4.9x with other jobs on it (benchmarks/RESULTS.md, image folders). A run
+    without workers (the in-memory and folder-cache paths) keeps every core — also after a run with workers in
+    the same process (a sweep's trials). ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set by the user are left alone.
     """
     global _torch_default_threads
     if any(name in os.environ for name in _THREAD_SETTINGS):
