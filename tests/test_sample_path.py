@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import random
 from pathlib import Path
 
@@ -64,9 +65,12 @@ def test_jpegs_decode_to_pil_pixels_within_jpeg_tolerance(photo_files: dict[str,
 def test_an_undecodable_file_is_named_with_the_usual_message(tmp_path: Path) -> None:
     for name, content in (("broken.jpg", b"\xff\xd8\xffnot a jpeg"), ("broken.png", b"not a png at all")):
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(CorruptImageError, match="Cannot decode image .*" + name + r" \(.+\)\. Delete or replace "
-                                                    "the file and run again; the other images are fine."):
+        with pytest.raises(CorruptImageError) as raised:
             read_image_file(str(tmp_path / name), 3)
+        message = raised.value.user_message
+        assert re.fullmatch(r"Cannot decode image .*" + name + r" \(.+\)\. Delete or replace the file, or set "
+                            r"data\.skip_bad_images=true to leave undecodable files out of the run\.", message)
+        assert "other images are fine" not in message
 
 
 def write_colour_folder(root: Path, classes: int = 3, per_class: int = 24, seed: int = 0) -> Path:

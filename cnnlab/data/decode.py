@@ -28,13 +28,23 @@ _NATIVE = (_JPEG, b"\x89PNG", b"GIF8")
 
 
 def _undecodable(path: str, err: Exception) -> CorruptImageError:
-    # The same message as the PIL loader always gave (sources.py): users and tests know it. torchvision's C++
-    # errors start with "function, source.cpp:line, ": only the reason after them means anything to a user.
+    # torchvision's C++ errors start with "function, source.cpp:line, ": only the reason after them means anything
+    # to a user. The error keeps the path and the reason apart (``path``, ``reason``) for the skip message.
     reason = re.sub(r"^[\w()]+, \S+:\d+, ", "", str(err))
-    return CorruptImageError(
-        f"Cannot decode image {path} ({reason}). Delete or replace the file and run again; the other images "
-        f"are fine."
+    error = CorruptImageError(
+        f"Cannot decode image {path} ({reason}). Delete or replace the file, or set data.skip_bad_images=true to "
+        f"leave undecodable files out of the run."
     )
+    error.path, error.reason = path, reason  # type: ignore[attr-defined]
+    return error
+
+
+def skipped_message(err: CorruptImageError) -> str:
+    """What the log says when ``data.skip_bad_images=true`` leaves an undecodable file out (the run goes on)."""
+    path, reason = getattr(err, "path", None), getattr(err, "reason", None)
+    if path is None:
+        return f"Left out an undecodable image (data.skip_bad_images=true): {err.user_message}"
+    return f"Left out undecodable image {path} ({reason}): data.skip_bad_images=true"
 
 
 def read_bytes(path: str) -> Tensor:
