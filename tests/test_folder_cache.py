@@ -135,7 +135,14 @@ def test_a_corrupt_file_is_named_or_skipped_and_listed(tmp_path: Path, caplog: p
     with caplog.at_level(logging.INFO, logger="cnnlab"):
         dm = datamodule(root, tmp_path / "cache", "data.cache=memory", "data.num_workers=2",
                         "data.skip_bad_images=true")
+        dm.prepare_data()  # as Lightning does again before testing
+        dm.setup("test")
     assert "Skipped 1 undecodable image" in caplog.text and str(broken) in caplog.text
+    assert caplog.text.count("Skipped 1 undecodable image") == 1  # once per split and run, not per cache opening
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cnnlab"):  # a rerun from the cache lists it once too
+        datamodule(root, tmp_path / "cache", "data.cache=memory", "data.skip_bad_images=true").prepare_data()
+    assert caplog.text.count(str(broken)) == 1
     assert len(dm.train_set) + len(dm.val_set) == 29
     # The other images keep the splits they have on the per-sample path.
     per_sample = datamodule(root, tmp_path / "cache", "data.cache=off")
@@ -156,8 +163,12 @@ def test_the_per_sample_path_skips_and_lists_a_corrupt_file_too(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="cnnlab"):
         sizes = [len(labels) for _, labels in dm.train_dataloader()] + [len(labels) for _, labels in
                                                                          dm.val_dataloader()]
+        for _ in dm.train_dataloader():  # a second epoch: the file was listed already
+            pass
     assert sum(sizes) == 30  # the next sample stands in for it: batches keep their size
-    assert f"Cannot decode image {broken}" in caplog.text
+    assert f"Left out undecodable image {broken} (" in caplog.text and "data.skip_bad_images=true" in caplog.text
+    assert caplog.text.count(str(broken)) == 1
+    assert "Delete or replace" not in caplog.text  # the run goes on: not the error's advice
 
 
 def test_an_interrupted_build_resumes_with_the_shards_it_had_not_finished(tmp_path: Path,

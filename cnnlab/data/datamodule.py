@@ -9,6 +9,7 @@ torchvision's v2 transforms). Both draw the same validation split from the same 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import lightning.pytorch as pl
@@ -18,12 +19,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnnlab.data import folder_cache
 from cnnlab.data.batch_augment import BatchPipeline, unbatchable
+from cnnlab.data.decode import skipped_message
 from cnnlab.data.sample_path import (EncodedBatch, EncodedFiles, EvalSample, TrainSample,
                                      collate_encoded, decode_on_device, split_augmentation)
 from cnnlab.data.sources import Splits, first_per_class, fixed_subset, labels_of, load_splits, source
 from cnnlab.data.tensor_path import ImageTensors, TensorBatches, cache_path, decode, load_cached, save_cached
 from cnnlab.data.transforms import build_transform
-from cnnlab.errors import CorruptImageError
+from cnnlab.errors import ConfigError, CorruptImageError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class TransformedSubset(Dataset):
     def __init__(self, dataset: Dataset, indices: Sequence[int] | None, transform: Callable,
                  skip_bad: bool = False) -> None:
         self.dataset, self.indices, self.transform, self.skip_bad = dataset, indices, transform, skip_bad
+        self._reported: set[str | None] = set()  # the files already logged as left out (in this process)
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.dataset)  # type: ignore[arg-type]
@@ -52,7 +55,10 @@ class TransformedSubset(Dataset):
             except CorruptImageError as err:
                 if not self.skip_bad:
                     raise
-                log.warning("Skipped an undecodable image (data.skip_bad_images=true): %s", err.user_message)
+                path = getattr(err, "path", None)
+                if path is None or path not in self._reported:  # once per file, not every epoch
+                    self._reported.add(path)
+                    log.warning("%s", skipped_message(err))
         raise CorruptImageError(f"No image of this split can be decoded ({len(self)} files).")
 
 
@@ -81,6 +87,7 @@ class ImageDataModule(pl.LightningDataModule):
                                if self.pipeline == "tensor" else None)
         self.train_sample: TrainSample | None = None  # image folders' per-sample path
         self.sample_batch_pipeline: BatchPipeline | None = None
+        self._skips_reported: set[str] = set()  # the splits whose undecodable files the log has listed
 
     def _choose_pipeline(self) -> str:
         requested = self.spec["pipeline"]
@@ -223,6 +230,12 @@ class ImageDataModule(pl.LightningDataModule):
         (train, train_bad), (test, test_bad) = (folder_cache.load_or_build(self.spec, name, dataset) for
                                                 name, dataset in (("train", splits.train), ("test", splits.test)))
         self._skipped = {"train": set(train_bad), "test": set(test_bad)}
+        # prepare_data and setup both open the caches, and a test phase opens them again: list once per split
+        for name, dataset, bad in (("train", splits.train, train_bad), ("test", splits.test, test_bad)):
+            if bad and name not in self._skips_reported:
+                self._skips_reported.add(name)
+                log.warning("%s", folder_cache.skipped_message(
+                    Path(dataset.root).resolve(), [dataset.samples[row][0] for row in sorted(bad)]))
         return train, test, list(splits.classes)
 
     def _without_skipped(self, split: str, indices: list[int] | None, count: int) -> list[int] | None:

@@ -415,10 +415,17 @@ def stale_caches(directory: Path) -> list[Path]:
     return [d for d in directory.parent.glob(f"{prefix}*") if d.is_dir() and d != directory]
 
 
+def skipped_message(folder: str | Path, paths: Sequence[str]) -> str:
+    """The log's list of the files of ``folder`` that ``data.skip_bad_images=true`` left out."""
+    listed = "\n".join(f"  {path}" for path in paths)
+    return (f"Skipped {len(paths)} undecodable image{'s' if len(paths) > 1 else ''} of {folder} "
+            f"(data.skip_bad_images=true):\n{listed}")
+
+
 def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[MappedRows, list[int]]:
     """Split ``split`` of the folder dataset ``dataset`` (an ``ImageFolder``) from its cache, built first when
     missing or out of date. Returns its images and labels (memory-mapped rows), and the rows of files skipped
-    as undecodable (``data.skip_bad_images``)."""
+    as undecodable (``data.skip_bad_images``): the caller lists them, once a run (:func:`skipped_message`)."""
     listing = FolderListing.of(dataset)
     size, channels = storage_size(spec), spec["channels"]
     crop = spec["image_size"]
@@ -441,9 +448,5 @@ def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[Ma
     skipped = index["skipped"]
     if skipped and not spec.get("skip_bad_images"):  # built by a run that skipped them; this one must not
         raise CorruptImageError(skipped[0][2])
-    if skipped:
-        listed = "\n".join(f"  {path}" for _, path, _ in skipped)
-        log.warning("Skipped %d undecodable image%s of %s (data.skip_bad_images=true):\n%s", len(skipped),
-                    "s" if len(skipped) > 1 else "", listing.folder, listed)
     images = ImageTensors(open_images(layout), torch.tensor(listing.labels, dtype=torch.long))
     return MappedRows(images, torch.arange(len(listing))), [row for row, _, _ in skipped]

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
 from cnnlab.data.batch_augment import BATCHED
-from cnnlab.data.decode import decode_jpeg_batch, read_bytes
+from cnnlab.data.decode import decode_jpeg_batch, read_bytes, skipped_message
 from cnnlab.data.transforms import _augmentations
 from cnnlab.errors import CorruptImageError
 
@@ -190,6 +190,6 @@ def decode_on_device(batch: EncodedBatch, channels: int, crop: Callable[[Tensor]
                 images += decode_jpeg_batch([data], [path], channels, device)
                 kept.append(i)
             except CorruptImageError as err:
-                log.warning("Skipped an undecodable image (data.skip_bad_images=true): %s", err.user_message)
+                log.warning("%s", skipped_message(err))
         labels = batch.labels[kept]
     return torch.stack([crop(image) for image in images]), labels
