@@ -250,3 +250,25 @@ def test_batched_random_resized_crop_is_torchvision_geometry_per_sample() -> Non
     assert side == 26
     exact = {(top, left): image[0, :, top:top + side, left:left + side] for top in range(12) for left in range(12)}
     assert all(any(torch.allclose(w, e, atol=1e-5) for e in exact.values()) for w in window)
+
+
+@pytest.mark.parametrize("side", ["train", "val"])
+def test_both_paths_hold_out_the_same_files_around_a_corrupt_one(tmp_path: Path, side: str) -> None:
+    """Both paths draw the validation split over the whole folder listing, the corrupt file included, and leave
+    it out of whichever side it falls in: every good file is on the same side in both."""
+    root = folder(tmp_path, per_class=20)
+    options = ("data.skip_bad_images=true", "data.val_split=0.1")
+    listing = datamodule(root, tmp_path / "cache", "data.cache=off", *options)
+    samples = [path for path, _ in listing.train_set.dataset.samples]
+    held_out = {samples[i] for i in listing.val_set.indices}
+    broken = Path(next(p for p in samples if (p in held_out) == (side == "val")))
+    broken.write_bytes(np.random.default_rng(0).integers(0, 256, 512, dtype=np.uint8).tobytes())
+
+    cached = datamodule(root, tmp_path / "cache", "data.cache=memory", *options)
+    per_sample = datamodule(root, tmp_path / "cache", "data.cache=off", *options)
+    cached_val = {samples[row] for row in cached.val_set.rows.tolist()}
+    cached_train = {samples[row] for row in cached.train_set.rows.tolist()}
+    per_sample_val = {samples[i] for i in per_sample.val_set.indices}
+    assert per_sample_val == held_out  # the same draw as before the file broke
+    assert cached_val == per_sample_val - {str(broken)}
+    assert cached_train == set(samples) - per_sample_val - {str(broken)}
