@@ -203,7 +203,7 @@ def test_report_of_runs_on_disk(runs_folder: Path, tmp_path: Path) -> None:
     report = (tmp_path / "rep" / "report.md").read_text()
     net1 = result_row(report, "Net-1", "faithful")
     assert net1[2:7] == ["80.0", "72.0 ± 2.0 (n=3)", "84.2 ± 4.3 (n=4)", "-8.0", "✗ below"]
-    assert net1[-1] == "4 of 5 seeds, 1 failed, 1 with other settings, not counted"
+    assert net1[-1] == "4 of 5 seeds, 1 failed, 1 with other settings, not counted (optimizer.lr: 0.5 (recipe: 0.002))"
     assert "Training diverged at epoch 3" in report and "`cnnlab train -m experiment=lecun1989_net3 " \
                                                        "seed=0,1,2,3,4 launcher=pool`" in report
     net4 = next(line for line in report.splitlines() if line.startswith("| Net-4 "))
@@ -218,6 +218,7 @@ def test_report_of_runs_on_disk(runs_folder: Path, tmp_path: Path) -> None:
     (["--rnus", "x"], "Unknown option --rnus"),
     (["--runs", "no_such_folder"], "--runs no_such_folder: no such folder"),
     (["--only", "lecun1999"], "names no paper or recipe"),
+    (["--only", "lenet6"], "Did you mean --only lenet5?"),
     (["--seeds", "0"], "--seeds 0: give a whole number"),
     (["optimizer.lrr=0.1"], "Did you mean optimizer.lr=0.1?"),
 ])
@@ -290,7 +291,8 @@ def test_runs_made_with_other_settings_do_not_count_for_the_recipe(
     result = run_cli("report", "--only", NET1, "--out", "rep2", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     net1 = result_row(result.stdout, "Net-1", "faithful")
-    assert net1[3] == "not run yet" and net1[-1] == "2 with other settings, not counted"
+    assert net1[3] == "not run yet"
+    assert net1[-1] == "2 with other settings, not counted (trainer.max_epochs: 1 (recipe: 30))"  # says why
     with open(cwd / "rep2" / "runs.csv") as f:
         why = {r["why not"] for r in csv.DictReader(f)}
     assert any("trainer.max_epochs: 1 (recipe: " in w for w in why)

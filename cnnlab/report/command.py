@@ -128,7 +128,11 @@ def _check_only(patterns: Sequence[str]) -> None:
     names = [p.key for p in PAPERS] + [r.recipe for p in PAPERS for r in p.rows]
     unknown = [p for p in patterns if not fnmatch.filter(names, p)]
     if unknown:
-        raise ConfigError(f"--only {' '.join(unknown)} names no paper or recipe of the report. Papers: "
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(dict.fromkeys(names)), n=1)
+        hint = f"Did you mean --only {close[0]}? " if close else ""
+        raise ConfigError(f"--only {' '.join(unknown)} names no paper or recipe of the report. {hint}Papers: "
                           f"{', '.join(p.key for p in PAPERS)}; recipes: {', '.join(dict.fromkeys(names[len(PAPERS):]))}.")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -93,7 +94,10 @@ def _notes(outcome: Outcome) -> str:
     if runs.unfinished:
         notes.append(f"{len(runs.unfinished)} unfinished")
     if runs.not_counted:
-        notes.append(f"{len(runs.not_counted)} with other settings, not counted")
+        # the commonest difference, so the table says why (runs.csv lists every run's)
+        reasons = Counter(differences[0] for _, differences in runs.not_counted if differences)
+        why = f" ({reasons.most_common(1)[0][0]}{', …' if len(reasons) > 1 else ''})" if reasons else ""
+        notes.append(f"{len(runs.not_counted)} with other settings, not counted{why}")
     return ", ".join(notes)
 
 
