@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torchvision
 
 import real_format
 from cnnlab import build_datamodule, compose_config
+from cnnlab.data.datamodule import describe_classes
 from cnnlab.errors import CorruptImageError, DatasetNotFoundError
 
 
@@ -64,10 +66,20 @@ def test_digits_splits_are_fixed_and_disjoint() -> None:
     assert len(a.train_set) + len(a.val_set) + len(a.test_set) == 1797
 
 
-def test_folder_datasets_count_their_classes(tmp_path: Path) -> None:
+def test_folder_datasets_count_their_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     real_format.write_image_folder(tmp_path, classes=4)
-    dm = setup(["data=imagefolder", f"data.root={tmp_path}", "data.image_size=32", "data.num_workers=0"])
+    with caplog.at_level(logging.INFO, logger="cnnlab"):
+        dm = setup(["data=imagefolder", f"data.root={tmp_path}", "data.image_size=32", "data.num_workers=0"])
+        dm.setup("test")
     assert dm.num_classes == 4
+    names = ", ".join(dm.classes)
+    assert caplog.text.count(f"4 classes: {names}\n") == 1  # named, once a run
+
+
+def test_a_long_class_list_is_cut_short() -> None:
+    assert (describe_classes([f"c{i}" for i in range(1000)])
+            == "1,000 classes: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 and 990 more")
+    assert describe_classes(["cat"]) == "1 class: cat"
 
 
 def test_validation_images_are_not_augmented() -> None:

@@ -62,6 +62,13 @@ class TransformedSubset(Dataset):
         raise CorruptImageError(f"No image of this split can be decoded ({len(self)} files).")
 
 
+def describe_classes(classes: Sequence[str], shown: int = 10) -> str:
+    """``"3 classes: bird, cat, dog"``; past ``shown`` names, the first ones and how many more."""
+    names = ", ".join(str(c) for c in classes[:shown])
+    more = f" and {len(classes) - shown:,} more" if len(classes) > shown else ""
+    return f"{len(classes):,} class{'es' if len(classes) != 1 else ''}: {names}{more}"
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Train / validation / test batches for ``data.name``.
 
@@ -132,6 +139,7 @@ class ImageDataModule(pl.LightningDataModule):
             self._setup_tensors()
         else:
             self._setup_loader()
+        log.info("%s", describe_classes(self.classes))  # type: ignore[arg-type]
 
     def _split_train(self, labels: torch.Tensor) -> tuple[list[int], list[int]]:
         per_class = self.spec.get("train_per_class")
