@@ -172,8 +172,10 @@ def _run(cfg: DictConfig, run_dir: Path, overrides: list[str], in_sweep: bool = 
         if not run.is_global_zero():  # another process of a distributed run: rank 0 reports
             return results
         top5 = results.get("test/acc_top5")  # none with five classes or fewer
-        log.info("test/acc %.4f  test/acc_top5 %s  (%d epochs, %.1f s)", results.get("test/acc", float("nan")),
-                 "n/a" if top5 is None else f"{top5:.4f}", results.get("epochs", 0), results.get("train_time_s", 0))
+        epochs = results.get("epochs", 0)
+        log.info("test/acc %.4f  test/acc_top5 %s  (%d epoch%s, %.1f s)", results.get("test/acc", float("nan")),
+                 "n/a" if top5 is None else f"{top5:.4f}", epochs, "" if epochs == 1 else "s",
+                 results.get("train_time_s", 0))
     except RunInterrupted as err:  # not an error: the run stopped where it can continue
         print(f"cnnlab {verb}: {err.user_message} Continue it with: cnnlab resume {run_dir}", file=sys.stderr)
         print(run_dir)
