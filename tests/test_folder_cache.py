@@ -119,8 +119,11 @@ def test_a_changed_folder_is_detected_and_its_cache_rebuilt(tmp_path: Path, capl
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="cnnlab"):
-        datamodule(root, cache, "data.cache=memory")
+        datamodule(root, cache, "data.cache=memory").prepare_data()  # opened three times, as Lightning does
     assert "Decoding" not in caplog.text  # unchanged: read from the cache
+    # ... and said so, once per split
+    assert caplog.text.count("Reusing the decoded cache") == 2
+    assert f"Reusing the decoded cache {caches(cache, 'train')[0]} ({n + 1} images at 37×37 px, built " in caplog.text
 
 
 def test_a_corrupt_file_is_named_or_skipped_and_listed(tmp_path: Path, caplog: pytest.LogCaptureFixture,

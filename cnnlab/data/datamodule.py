@@ -235,10 +235,12 @@ class ImageDataModule(pl.LightningDataModule):
         """Both splits from the folder cache (built first when missing or out of date); the rows of files
         skipped as undecodable are kept in ``_skipped`` and left out of every split."""
         splits = self._folder_splits()
-        (train, train_bad), (test, test_bad) = (folder_cache.load_or_build(self.spec, name, dataset) for
-                                                name, dataset in (("train", splits.train), ("test", splits.test)))
+        # prepare_data and setup both open the caches, and a test phase opens them again: say once that one is reused
+        (train, train_bad), (test, test_bad) = (
+            folder_cache.load_or_build(self.spec, name, dataset, announce=not hasattr(self, "_skipped"))
+            for name, dataset in (("train", splits.train), ("test", splits.test)))
         self._skipped = {"train": set(train_bad), "test": set(test_bad)}
-        # prepare_data and setup both open the caches, and a test phase opens them again: list once per split
+        # ... and list the files left out once per split
         for name, dataset, bad in (("train", splits.train, train_bad), ("test", splits.test, test_bad)):
             if bad and name not in self._skips_reported:
                 self._skips_reported.add(name)

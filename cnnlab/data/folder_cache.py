@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -422,16 +423,22 @@ def skipped_message(folder: str | Path, paths: Sequence[str]) -> str:
             f"(data.skip_bad_images=true):\n{listed}")
 
 
-def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any) -> tuple[MappedRows, list[int]]:
+def load_or_build(spec: Mapping[str, Any], split: str, dataset: Any,
+                  announce: bool = True) -> tuple[MappedRows, list[int]]:
     """Split ``split`` of the folder dataset ``dataset`` (an ``ImageFolder``) from its cache, built first when
     missing or out of date. Returns its images and labels (memory-mapped rows), and the rows of files skipped
-    as undecodable (``data.skip_bad_images``): the caller lists them, once a run (:func:`skipped_message`)."""
+    as undecodable (``data.skip_bad_images``): the caller lists them, once a run (:func:`skipped_message`).
+    ``announce``: log that an existing cache is reused (a build is always announced)."""
     listing = FolderListing.of(dataset)
     size, channels = storage_size(spec), spec["channels"]
     crop = spec["image_size"]
     directory = cache_directory(spec["cache_dir"], spec["name"], split, listing, size, channels, crop)
     layout = CacheLayout(directory, len(listing), channels, size, crop)
     index = read_index(layout)
+    if index is not None and announce:
+        built = time.strftime("%Y-%m-%d %H:%M", time.localtime(layout.index_file.stat().st_mtime))
+        log.info("Reusing the decoded cache %s (%d images at %d×%d px, built %s)", directory, layout.count, size,
+                 size, built)
     if index is None:
         with _building(directory):  # concurrent runs on one folder (a sweep's trials): one builds, the rest wait
             index = read_index(layout)
