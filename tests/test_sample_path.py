@@ -132,6 +132,22 @@ def test_the_data_loader_keeps_workers_and_prefetches(colour_folder: Path) -> No
     assert (loader.persistent_workers, loader.pin_memory) == (False, True)
 
 
+@pytest.mark.parametrize("cores,expected", [(1, 1), (2, 2), (16, 4)])
+def test_the_folder_configs_default_to_no_more_workers_than_cores(colour_folder: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  cores: int, expected: int) -> None:
+    from cnnlab.config.validate import validate
+    from cnnlab.data import datamodule as datamodule_module
+
+    monkeypatch.setattr(datamodule_module, "usable_cores", lambda: cores)
+    cfg = compose_config(["data=imagefolder", f"data.root={colour_folder}"])
+    assert cfg.data.num_workers is None  # the folder config's default: chosen for the machine
+    validate(cfg)
+    dm = per_sample(colour_folder, "data.num_workers=null")
+    assert dm.loader_workers == expected == dm.spec["num_workers"]  # what the DataLoaders and the cache build use
+    assert per_sample(colour_folder, "data.num_workers=3").loader_workers == 3  # the user's value, kept
+    assert per_sample(colour_folder, "data.num_workers=null", "data.cache=memory").loader_workers == 0  # in memory
+
+
 def test_the_gpu_decode_path_gives_the_cpu_paths_pixels(colour_folder: Path) -> None:
     """The GPU path's steps (bytes from workers, batched decode, crop on the device) on a CPU device, where
     decode_jpeg_batch decodes file by file: nvJPEG itself needs a GPU, which CI lacks."""

@@ -22,7 +22,7 @@ class DataConfig:
     download: bool = True
     batch_size: int = 64
     eval_batch_size: Optional[int] = None  # null: same as batch_size
-    num_workers: int = 0
+    num_workers: Optional[int] = 0  # null: min(4, the cores this process may use)
     val_split: float = 0.1  # fraction of the training split held out for validation
     num_classes: Optional[int] = None  # null: counted from the class folders (folder datasets)
     channels: int = 3

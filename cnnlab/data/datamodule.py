@@ -9,6 +9,7 @@ torchvision's v2 transforms). Both draw the same validation split from the same 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -62,6 +63,23 @@ class TransformedSubset(Dataset):
         raise CorruptImageError(f"No image of this split can be decoded ({len(self)} files).")
 
 
+AUTO_WORKERS = 4  # data.num_workers: null — at most this many, and no more than the cores this process may use
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: a container's or taskset's share), as torch's
+    DataLoader counts them when it warns about too many workers."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_workers(requested: int | None) -> int:
+    """``data.num_workers``: a number as given; null → min(4, the usable cores)."""
+    return requested if requested is not None else min(AUTO_WORKERS, usable_cores())
+
+
 def describe_classes(classes: Sequence[str], shown: int = 10) -> str:
     """``"3 classes: bird, cat, dog"``; past ``shown`` names, the first ones and how many more."""
     names = ", ".join(str(c) for c in classes[:shown])
@@ -79,6 +97,7 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(self, data: Mapping[str, Any], augmentation: Mapping[str, Any] | None = None, seed: int = 0):
         super().__init__()
         self.spec = dict(data)
+        self.spec["num_workers"] = resolve_workers(self.spec.get("num_workers"))
         self.augmentation = dict(augmentation or {})
         self.seed = seed
         self.source = source(self.spec["name"])
