@@ -72,9 +72,10 @@ def _describe(cfg: DictConfig, datamodule: ImageDataModule, classifier: ImageCla
     params = sum(p.numel() for p in classifier.model.parameters())
     where = f"{trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')}"
     if isinstance(trainer.accelerator, CPUAccelerator):
-        where += f" ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        where += f" ({threads} thread{'' if threads == 1 else 's'})"
     return (f"{cfg.model.name} ({params:,} parameters) on {cfg.data.name} ({datamodule.num_classes} classes: "
-            f"{sizes} images), {where}, {cfg.trainer.max_epochs} epochs")
+            f"{sizes} images), {where}, {cfg.trainer.max_epochs} epoch{'' if cfg.trainer.max_epochs == 1 else 's'}")
 
 
 def build_classifier(cfg: DictConfig, datamodule: ImageDataModule, store_config: bool = False) -> ImageClassifier:
