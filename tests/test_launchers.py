@@ -191,6 +191,15 @@ def _gone(pid: int) -> bool:
     return False
 
 
+def _interruptible() -> None:
+    """In the sweep's process, before it starts: Ctrl-C's default action. A shell starts background jobs with
+    SIGINT ignored, and a CI run started as one passes that on to every process it starts; Python then keeps
+    ignoring it, and the sweep would never see the Ctrl-C this test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_running_trials(sweep_dir: Path, count: int, proc: subprocess.Popen) -> list[int]:
     import time
 
@@ -213,7 +222,7 @@ def test_stopping_a_pool_sweep_leaves_no_worker_behind(tmp_path: Path, how: str)
                              "hydra.launcher.slots=2", "+sleep=600", "+n=1,2,3",
                              f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_interruptible)
     try:
         workers = _wait_for_running_trials(tmp_path / "sweep", 2, proc)
         if how == "ctrl-c":
